@@ -1,0 +1,305 @@
+"""`contentfilter serve | check-config | scan`: the one place objects are wired together."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from contentfilter import config as config_module
+from contentfilter import headers, replies
+from contentfilter.cache import ResultCache
+from contentfilter.config import Config
+from contentfilter.errors import ConfigError
+from contentfilter.model import Destiny, Envelope, Message, Recipient, Scanner
+from contentfilter.pipeline import Pipeline
+from contentfilter.relay import Delivery, NextHop
+from scanners import REGISTRY
+
+log = logging.getLogger("contentfilter")
+
+DRAIN_TIMEOUT = 600.0  # seconds SIGTERM waits for messages in progress
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    try:
+        config = load_config(arguments)
+    except ConfigError as error:
+        print(f"contentfilter: config error: {error}", file=sys.stderr)
+        return 2
+    command: Any = arguments.command_function
+    result: int = command(config, arguments)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="contentfilter", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the filter daemon in the foreground")
+    _common_options(serve)
+    serve.add_argument("--listen", help="HOST:PORT to accept mail on (default 127.0.0.1:10024)")
+    serve.add_argument("--next-hop", help="HOST:PORT to relay to (default 127.0.0.1:10025)")
+    serve.set_defaults(command_function=command_serve)
+    check = commands.add_parser("check-config", help="validate a config, print the effective one")
+    _common_options(check, scanners=False)
+    check.set_defaults(command_function=command_check_config)
+    scan = commands.add_parser("scan", help="run the pipeline offline on one message")
+    _common_options(scan)
+    scan.add_argument("file", type=Path, help="the message (.eml)")
+    scan.add_argument("--from", dest="sender", default="sender@example.com")
+    scan.add_argument("--to", dest="recipients", action="append")
+    scan.set_defaults(command_function=command_scan, listen=None, next_hop=None)
+    return parser
+
+
+def _common_options(parser: argparse.ArgumentParser, scanners: bool = True) -> None:
+    parser.add_argument("-c", "--config", type=Path, help="YAML config file")
+    if scanners:
+        parser.add_argument("--clamd", help="clamd socket path or HOST:PORT, or 'off'")
+        parser.add_argument("--spamd", help="spamd HOST:PORT or socket path, or 'off'")
+
+
+# --- configuration --------------------------------------------------------------------
+
+
+def load_config(arguments: argparse.Namespace) -> Config:
+    """The config file (or defaults) with the command-line overrides applied."""
+    data = _read_yaml(arguments.config)
+    if getattr(arguments, "listen", None):
+        data.setdefault("server", {})["listen"] = [arguments.listen]
+    if getattr(arguments, "next_hop", None):
+        data.setdefault("next_hop", {})["address"] = arguments.next_hop
+    _override_scanner(data, "clamav", getattr(arguments, "clamd", None), "servers")
+    _override_scanner(data, "spamassassin", getattr(arguments, "spamd", None), "server")
+    return config_module.from_mapping(data)
+
+
+def _read_yaml(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError("", f"cannot read config file {path}: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError("", f"{path} is not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("", "the config file must be a mapping of sections", data)
+    return data
+
+
+def _override_scanner(data: dict[str, Any], type_name: str, value: str | None, key: str) -> None:
+    if value is None:
+        return
+    section = data.get("scanners")
+    if section is None:
+        section = data["scanners"] = config_module.default_scanners()
+    if not isinstance(section, dict):
+        return  # validation reports it
+    names = [n for n, s in section.items() if n == type_name or (s or {}).get("type") == type_name]
+    for name in names or [type_name]:
+        entry = dict(section.get(name) or {})
+        if value == "off":
+            entry["enabled"] = False
+        else:
+            entry["enabled"] = True
+            entry[key] = [value] if key == "servers" else value
+        section[name] = entry
+
+
+def build_scanners(config: Config) -> list[Scanner]:
+    scanners = []
+    for name, settings in config.enabled_scanners().items():
+        type_name = config_module.scanner_type(config, name)
+        scanners.append(REGISTRY[type_name].create(name, settings, config))
+    return scanners
+
+
+def build_pipeline(config: Config, next_hop: Any) -> Pipeline:
+    cache = None
+    if config.cache.enabled:
+        cache = ResultCache(ttl=config.cache.ttl, max_entries=config.cache.max_entries)
+    return Pipeline(config, build_scanners(config), next_hop, cache)
+
+
+def setup_logging(config: Config) -> None:
+    level = getattr(logging, config.log.level.upper())
+    under_systemd = "JOURNAL_STREAM" in os.environ
+    style = "%(message)s" if under_systemd else "%(asctime)s %(levelname)s %(message)s"
+    logging.basicConfig(level=level, format=style, stream=sys.stderr)
+    for noisy in ("mail.log", "aiosmtpd", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+# --- serve ----------------------------------------------------------------------------
+
+
+def command_serve(config: Config, arguments: argparse.Namespace) -> int:
+    setup_logging(config)
+    try:
+        asyncio.run(serve(config))
+    except OSError as error:
+        log.error("cannot start: %s", error)
+        return 1
+    return 0
+
+
+async def serve(config: Config) -> None:
+    from contentfilter.server import Server
+
+    next_hop = NextHop(config.next_hop, config.server.hostname)
+    pipeline = build_pipeline(config, next_hop)
+    server = Server(config, pipeline)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("contentfilter ready: next hop %s, scanners: %s", config.next_hop.address,
+             ", ".join(s.name for s in pipeline.scanners) or "none")
+    await stop.wait()
+    log.info("stopping: finishing messages in progress")
+    await server.drain(DRAIN_TIMEOUT)
+    await asyncio.sleep(0.2)  # let the last replies reach the clients
+    for scanner in pipeline.scanners:
+        await scanner.close()
+    await next_hop.close()
+    log.info("stopped")
+
+
+# --- check-config ---------------------------------------------------------------------
+
+
+def command_check_config(config: Config, arguments: argparse.Namespace) -> int:
+    source = arguments.config or "built-in defaults"
+    print(f"# {source}: OK. Effective configuration:")
+    print(config_module.dump(config), end="")
+    return 0
+
+
+# --- scan -----------------------------------------------------------------------------
+
+
+class _DryRun:
+    """Next hop for `scan`: accepts everything, sends nothing."""
+
+    label = "dry-run"
+
+    async def deliver(self, envelope: Envelope, recipients: Sequence[Recipient], data: bytes,
+                      *, mail_from: str | None = None) -> Delivery:
+        from contentfilter.relay import RecipientResult
+
+        return Delivery(tuple(RecipientResult(r, 250, "Ok") for r in recipients), 250,
+                        "2.0.0 Ok: not sent (dry run)")
+
+
+def command_scan(config: Config, arguments: argparse.Namespace) -> int:
+    setup_logging(config)
+    try:
+        raw = arguments.file.read_bytes()
+    except OSError as error:
+        print(f"contentfilter: cannot read {arguments.file}: {error.strerror}", file=sys.stderr)
+        return 2
+    raw = _crlf(raw)
+    recipients = tuple(Recipient(a) for a in (arguments.recipients or ["recipient@example.com"]))
+    envelope = Envelope(arguments.sender, recipients, client_address="127.0.0.1")
+    message = Message("scan-01", secrets.token_urlsafe(9), envelope, raw)
+    for line in asyncio.run(_scan(config, message)):
+        print(line)
+    return 0
+
+
+def _crlf(raw: bytes) -> bytes:
+    """Files on disk usually have LF endings; SMTP carries CRLF."""
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+async def _scan(config: Config, message: Message) -> list[str]:
+    from contentfilter import mime, policy
+
+    pipeline = build_pipeline(config, _DryRun())
+    lines = [f"message: {message.size} bytes, sender <{message.envelope.mail_from}>"]
+    decoded = await asyncio.to_thread(mime.decode, message.raw, config.decoder)
+    lines.append("parts:")
+    lines.extend("  " + line for line in mime.format_tree(decoded))
+    lines.extend(f"  problem: {problem}" for problem in decoded.problems)
+    try:
+        results = await pipeline.scan(message)
+    except Exception as error:
+        lines.append(f"reply: {replies.render(replies.failure(message.log_id, error))}")
+        return lines
+    finally:
+        for scanner in pipeline.scanners:
+            await scanner.close()
+    lines.extend(_result_lines(results))
+    context = policy.Context(config.server.hostname, config.policy, None)
+    for verdict in policy.decide(message, results, context):
+        lines.extend(_verdict_lines(message, verdict))
+    return lines
+
+
+def _result_lines(results: Sequence[Any]) -> list[str]:
+    lines = []
+    for result in results:
+        state = f"skipped ({result.skipped})" if result.skipped else "ok"
+        lines.append(f"scanner {result.scanner}: {state}, {result.elapsed * 1000:.1f} ms"
+                     + (" (cached)" if result.cached else ""))
+        for finding in result.findings:
+            lines.append(f"  finding: {finding.category.log_name}: {finding.detail}")
+        if result.spam is not None:
+            tests = ", ".join(f"{name}={score:g}" for name, score in result.spam.tests)
+            lines.append(f"  spam: score={result.spam.score:g} required={result.spam.required:g}"
+                         f" tests=[{tests}]")
+    return lines
+
+
+def _verdict_lines(message: Message, verdict: Any) -> list[str]:
+    lines = [
+        f"recipient <{verdict.recipient.address}>:",
+        f"  contents category: {verdict.category.log_name}",
+        f"  verdict: {verdict.destiny.name} ({verdict.reason}; rule {verdict.rule})",
+    ]
+    if verdict.destiny is not Destiny.PASS:
+        lines.append(f"  reply: {replies.render(replies.for_destiny(message.log_id, verdict))}")
+        return lines
+    for header in verdict.header_lines:
+        lines.append("  " + header.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n  "))
+    edited = headers.apply_edits(message.raw, verdict.header_lines, verdict.subject_tag,
+                                 verdict.remove_spam_headers)
+    subject = _subject_field(edited)
+    lines.append("  " + (subject.rstrip("\r\n").replace("\r\n", "\n  ") if subject
+                         else "(no Subject)"))
+    return lines
+
+
+def _subject_field(raw: bytes) -> str | None:
+    """The Subject field of a message as it stands, continuation lines included."""
+    end = raw.find(b"\r\n\r\n")
+    lines = raw[: end + 2 if end >= 0 else len(raw)].split(b"\r\n")
+    for index, line in enumerate(lines):
+        if line[:8].lower() == b"subject:":
+            field = [line]
+            field += [x for x in itertools.takewhile(lambda x: x[:1] in (b" ", b"\t"),
+                                                       lines[index + 1 :])]
+            return b"\r\n".join(field).decode("utf-8", "replace")
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

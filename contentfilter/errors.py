@@ -1,0 +1,89 @@
+"""One exception hierarchy for the whole filter.
+
+Every error the filter raises on purpose derives from `ContentFilterError`. The
+mapping from these to SMTP replies lives in one place: `contentfilter.replies`.
+An internal fault is never answered with a 5xx: after the queue, a 5xx makes
+Postfix bounce good mail.
+"""
+
+from __future__ import annotations
+
+
+class ContentFilterError(Exception):
+    """Base class of every error the filter raises on purpose."""
+
+
+class ConfigError(ContentFilterError):
+    """A configuration value is missing, misspelt, of the wrong type or out of range."""
+
+    def __init__(self, key: str, reason: str, value: object = None) -> None:
+        self.key = key
+        self.reason = reason
+        self.value = value
+        shown = "" if value is None else f" (got {value!r})"
+        super().__init__(f"{key or '<top level>'}: {reason}{shown}")
+
+
+class ScannerError(ContentFilterError):
+    """A scanner could not give an answer for this message."""
+
+    def __init__(self, scanner: str, reason: str) -> None:
+        self.scanner = scanner
+        self.reason = reason
+        super().__init__(f"{scanner}: {reason}")
+
+
+class ScannerUnavailable(ScannerError, ConnectionError):
+    """The scanner's daemon could not be reached (every configured server)."""
+
+
+class ScannerTimeout(ScannerError, TimeoutError):
+    """The scanner did not answer within its timeout."""
+
+
+class ScannerProtocolError(ScannerError):
+    """The scanner answered something we cannot take for a verdict."""
+
+
+class DecodeError(ContentFilterError):
+    """A part of the message could not be decoded (the message becomes UNCHECKED)."""
+
+
+class RelayError(ContentFilterError):
+    """The next hop did not take the message.
+
+    `code` and `text` are the next hop's own reply where it gave one; `code` is
+    None when there was no reply at all (connection refused, timeout, dropped).
+    """
+
+    def __init__(self, reason: str, code: int | None = None, text: str = "") -> None:
+        self.reason = reason
+        self.code = code
+        self.text = text
+        super().__init__(reason if code is None else f"{reason}: {code} {text}")
+
+    @property
+    def is_permanent(self) -> bool:
+        return self.code is not None and 500 <= self.code < 600
+
+
+class NextHopUnavailable(RelayError, ConnectionError):
+    """The next hop could not be reached or dropped the connection."""
+
+
+class NextHopTimeout(RelayError, TimeoutError):
+    """The next hop did not answer within the timeout."""
+
+
+class NextHopRefused(RelayError):
+    """The next hop answered a command with 4xx or 5xx."""
+
+
+class MessageRejected(ContentFilterError):
+    """The message itself is unacceptable at the protocol level (bare LF, too big)."""
+
+    def __init__(self, code: int, status: str, text: str) -> None:
+        self.code = code
+        self.status = status
+        self.text = text
+        super().__init__(f"{code} {status} {text}")

@@ -1,0 +1,321 @@
+"""The records that flow through the filter: frozen values, no I/O.
+
+Envelope + raw bytes -> Message -> (decoded parts) -> ScanResult per scanner
+-> Verdict per recipient -> Outcome -> SMTP reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum
+from functools import cached_property
+from typing import Protocol, runtime_checkable
+
+
+class ContentsCategory(IntEnum):
+    """amavisd-new's contents categories; a higher value is a higher priority (CC_*)."""
+
+    CLEAN = 1
+    MTA = 2
+    OVERSIZED = 3
+    BAD_HEADER = 4
+    SPAMMY = 5
+    SPAM = 6
+    UNCHECKED = 7
+    BANNED = 8
+    VIRUS = 9
+
+    @property
+    def log_name(self) -> str:
+        """The word amavisd-new writes in its log line (mailgraph reads it)."""
+        return _LOG_NAMES[self]
+
+    @property
+    def config_name(self) -> str:
+        return self.name.lower()
+
+
+_LOG_NAMES = {
+    ContentsCategory.CLEAN: "CLEAN",
+    ContentsCategory.MTA: "MTA-BLOCKED",
+    ContentsCategory.OVERSIZED: "OVERSIZED",
+    ContentsCategory.BAD_HEADER: "BAD-HEADER",
+    ContentsCategory.SPAMMY: "SPAMMY",
+    ContentsCategory.SPAM: "SPAM",
+    ContentsCategory.UNCHECKED: "UNCHECKED",
+    ContentsCategory.BANNED: "BANNED",
+    ContentsCategory.VIRUS: "INFECTED",
+}
+
+
+class Destiny(Enum):
+    """What happens to a recipient's copy (amavisd-new's D_* constants)."""
+
+    PASS = "pass"
+    DISCARD = "discard"
+    BOUNCE = "bounce"
+    REJECT = "reject"
+    TEMPFAIL = "tempfail"
+
+
+class FailureAction(Enum):
+    """What a scanner failure (down, timeout, garbage reply) does to the message."""
+
+    TEMPFAIL = "tempfail"  # 451: Postfix keeps the message and retries
+    UNCHECKED = "unchecked"  # the message becomes UNCHECKED and its destiny applies
+    PASS = "pass"  # the check is skipped, logged (spamd down: amavisd-new's default)
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One envelope recipient with the DSN parameters of its RCPT TO (RFC 3461)."""
+
+    address: str
+    notify: str | None = None
+    orcpt: str | None = None
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2].lower()
+
+    def rcpt_options(self) -> list[str]:
+        options = []
+        if self.notify:
+            options.append(f"NOTIFY={self.notify}")
+        if self.orcpt:
+            options.append(f"ORCPT={self.orcpt}")
+        return options
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The SMTP envelope as Postfix handed it over, XFORWARD attributes included."""
+
+    mail_from: str
+    recipients: tuple[Recipient, ...]
+    body: str | None = None  # BODY=7BIT|8BITMIME
+    smtputf8: bool = False
+    ret: str | None = None  # DSN RET=FULL|HDRS
+    envid: str | None = None  # DSN ENVID=
+    size: int | None = None
+    xforward: tuple[tuple[str, str], ...] = ()
+    client_address: str = ""  # the peer that talks to us (usually Postfix)
+    listener: str = ""  # "host:port" of the listener that took the message
+
+    def __post_init__(self) -> None:
+        if not self.recipients:
+            raise ValueError("an envelope needs at least one recipient")
+
+    def mail_options(self) -> list[str]:
+        options = []
+        if self.body:
+            options.append(f"BODY={self.body}")
+        if self.smtputf8:
+            options.append("SMTPUTF8")
+        if self.ret:
+            options.append(f"RET={self.ret}")
+        if self.envid:
+            options.append(f"ENVID={self.envid}")
+        return options
+
+    def xforward_value(self, attribute: str) -> str | None:
+        for name, value in self.xforward:
+            if name == attribute:
+                return value
+        return None
+
+    @property
+    def original_client(self) -> str:
+        """The client address Postfix saw (XFORWARD ADDR), else our peer."""
+        return self.xforward_value("ADDR") or self.client_address
+
+
+@dataclass(frozen=True, eq=False)
+class Message:
+    """One message as received: its ids, envelope and the exact bytes of DATA."""
+
+    log_id: str  # amavisd-new style "12345-01", used in replies and the log line
+    mail_id: str  # unique across hosts, for the quarantine and headers
+    envelope: Envelope
+    raw: bytes
+    parts: DecodedMessage | None = None
+
+    @cached_property
+    def header_end(self) -> int:
+        """Offset of the first body byte (after the empty line ending the header)."""
+        position = self.raw.find(b"\r\n\r\n")
+        if position < 0:
+            return len(self.raw)
+        return position + 4
+
+    @property
+    def header_bytes(self) -> bytes:
+        return self.raw[: self.header_end]
+
+    @cached_property
+    def body_digest(self) -> str:
+        """SHA-256 of the body; amavisd-new caches scan results by body digest."""
+        return hashlib.sha256(self.raw[self.header_end :]).hexdigest()
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+
+# --- decoded parts (filled in by contentfilter.mime) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One node of the decoded message: a MIME part or an archive member."""
+
+    part_id: str  # amavisd-new style "p003"
+    level: tuple[int, ...]  # position in the tree, amavisd-new's L=1/2/1
+    declared_type: str | None = None  # Content-Type as declared
+    detected_type: str | None = None  # short type by content: "exe", "zip", "pdf" ...
+    names: tuple[str, ...] = ()  # every file name the part goes by
+    size: int = 0
+    digest: str = ""
+    children: tuple[Part, ...] = ()
+
+    def walk(self) -> Iterator[Part]:
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    def describe(self) -> str:
+        """amavisd-new's part description: P=p004,L=1/2/1,M=...,T=exe,N=run.exe."""
+        fields = [f"P={self.part_id}", "L=" + "/".join(str(n) for n in self.level)]
+        if self.declared_type:
+            fields.append(f"M={self.declared_type}")
+        if self.detected_type:
+            fields.append(f"T={self.detected_type}")
+        fields.extend(f"N={name}" for name in self.names)
+        return ",".join(fields)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedMessage:
+    """The part tree of a message and any reasons it could not be fully decoded."""
+
+    root: Part
+    problems: tuple[str, ...] = ()  # each makes the message UNCHECKED
+
+    def walk(self) -> Iterator[Part]:
+        return self.root.walk()
+
+
+# --- scan results ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """Something a scanner found that puts the message in a contents category."""
+
+    category: ContentsCategory
+    detail: str  # virus name, banned part, reason the message is unchecked ...
+    scanner: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SpamReport:
+    """SpamAssassin's opinion, as spamd returned it."""
+
+    score: float
+    required: float
+    tests: tuple[tuple[str, float], ...] = ()
+    autolearn: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """What one scanner said of one message."""
+
+    scanner: str
+    findings: tuple[Finding, ...] = ()
+    spam: SpamReport | None = None
+    elapsed: float = 0.0  # seconds spent in this scanner
+    skipped: str | None = None  # why the scanner did not look (too big, unavailable...)
+    cached: bool = False
+
+    def with_timing(self, elapsed: float, cached: bool = False) -> ScanResult:
+        return ScanResult(
+            self.scanner, self.findings, self.spam, elapsed, self.skipped, cached
+        )
+
+
+@runtime_checkable
+class Scanner(Protocol):
+    """A content check. Implementations live in the top-level `scanners` package.
+
+    `scan` returns findings or raises `errors.ScannerError`; the pipeline applies the
+    scanner's `on_failure` to errors and its `timeout` to the whole call.
+    """
+
+    name: str
+    timeout: float
+    on_failure: FailureAction
+    needs_parts: bool  # True: gets message.parts filled in by the decoder
+    cacheable: bool  # True: result depends only on the body; cached by body digest
+
+    async def scan(self, message: Message) -> ScanResult: ...
+
+    async def close(self) -> None: ...
+
+
+# --- decisions ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The decision for one recipient, with the rule that made it (for logs)."""
+
+    recipient: Recipient
+    category: ContentsCategory  # the deciding category
+    destiny: Destiny
+    reason: str  # e.g. "INFECTED: Eicar-Test-Signature"
+    header_lines: tuple[bytes, ...] = ()  # header lines to add, CRLF-terminated
+    subject_tag: str = ""  # prefix for the Subject ("" = untouched)
+    remove_spam_headers: bool = False  # strip X-Spam-* coming from outside
+    rule: str = ""  # name of the policy rule that fired
+
+    def edits_key(self) -> tuple[tuple[bytes, ...], str, bool]:
+        """Recipients whose copies need the same edits are relayed together."""
+        return (self.header_lines, self.subject_tag, self.remove_spam_headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An SMTP reply: code, enhanced status code and text."""
+
+    code: int
+    status: str  # enhanced status code "2.0.0"
+    text: str
+
+    def __post_init__(self) -> None:
+        if not 200 <= self.code <= 599:
+            raise ValueError(f"SMTP code out of range: {self.code}")
+
+    @property
+    def is_success(self) -> bool:
+        return self.code < 400
+
+    @property
+    def is_tempfail(self) -> bool:
+        return 400 <= self.code < 500
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Everything that happened to one message: what the log line and reply report."""
+
+    message: Message
+    results: tuple[ScanResult, ...]
+    verdicts: tuple[Verdict, ...]
+    reply: Reply
+    recipient_replies: tuple[Reply, ...] = ()  # one per recipient (LMTP)
+    queued_as: tuple[str, ...] = ()
+    elapsed: float = 0.0
+    actions: tuple[str, ...] = field(default=())  # "Relayed", "Discarded", "Bounced"...

@@ -1,0 +1,224 @@
+"""SMTP out: hand passed mail to the next hop (Postfix's reinjection listener).
+
+The only user of aiosmtplib. Connections are reused across messages (RSET before
+each reuse, at most `max_use` messages per connection, idle ones closed after
+`max_idle` seconds), XFORWARD is sent when the next hop offers it, and every
+aiosmtplib error becomes one of our RelayError leaves here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiosmtplib
+
+from contentfilter.config import NextHopSettings
+from contentfilter.errors import NextHopRefused, NextHopTimeout, NextHopUnavailable, RelayError
+from contentfilter.model import Envelope, Recipient
+
+log = logging.getLogger("contentfilter.relay")
+
+XFORWARD_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    """The next hop's answer for one recipient."""
+
+    recipient: Recipient
+    code: int
+    text: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.code < 400
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The next hop's answers for one transaction."""
+
+    recipients: tuple[RecipientResult, ...]
+    code: int  # reply to end-of-DATA (or the RCPT failure when nothing was accepted)
+    text: str
+
+    @property
+    def queue_id(self) -> str | None:
+        words = self.text.split()
+        if "as" in words and words.index("as") + 1 < len(words):
+            return words[words.index("as") + 1]
+        return None
+
+
+@dataclass
+class _Connection:
+    client: aiosmtplib.SMTP
+    uses: int = 0
+    idle_since: float = 0.0
+
+
+class NextHop:
+    """A pool of SMTP sessions to the next hop."""
+
+    def __init__(self, settings: NextHopSettings, hostname: str) -> None:
+        self.settings = settings
+        self.hostname = hostname
+        self._idle: list[_Connection] = []
+        self.label = f"[{settings.address.host}]:{settings.address.port}"
+
+    async def deliver(
+        self,
+        envelope: Envelope,
+        recipients: Sequence[Recipient],
+        data: bytes,
+        *,
+        mail_from: str | None = None,
+    ) -> Delivery:
+        """Send one transaction; RelayError if the next hop took it for nobody."""
+        connection = await self._acquire()
+        try:
+            delivery = await self._transaction(connection.client, envelope, recipients, data,
+                                               envelope.mail_from if mail_from is None else mail_from)
+        except RelayError:
+            self._discard(connection)
+            raise
+        except BaseException:
+            self._discard(connection)
+            raise
+        self._release(connection)
+        return delivery
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await _quit(connection.client)
+
+    # --- connection pool ---------------------------------------------------------------
+
+    async def _acquire(self) -> _Connection:
+        now = time.monotonic()
+        while self._idle:
+            connection = self._idle.pop()
+            if now - connection.idle_since > self.settings.max_idle:
+                asyncio.ensure_future(_quit(connection.client))
+                continue
+            try:
+                await connection.client.rset()
+            except aiosmtplib.SMTPException as error:
+                log.debug("reused session to %s is gone (%s), reconnecting", self.label, error)
+                connection.client.close()
+                continue
+            return connection
+        return _Connection(await self._connect())
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        settings = self.settings
+        client = aiosmtplib.SMTP(
+            hostname=settings.address.host,
+            port=settings.address.port,
+            local_hostname=self.hostname,
+            timeout=settings.command_timeout,
+            start_tls=False,
+        )
+        try:
+            await client.connect(timeout=settings.connect_timeout)
+            await client.ehlo()
+        except aiosmtplib.SMTPTimeoutError as error:
+            client.close()
+            raise NextHopTimeout(f"timed out connecting to {self.label}") from error
+        except aiosmtplib.SMTPResponseException as error:
+            client.close()
+            raise NextHopRefused(f"{self.label} refused the session", error.code,
+                                 error.message) from error
+        except (aiosmtplib.SMTPException, OSError) as error:
+            client.close()
+            raise NextHopUnavailable(f"cannot connect to {self.label}: {error}") from error
+        return client
+
+    def _release(self, connection: _Connection) -> None:
+        connection.uses += 1
+        if connection.uses >= self.settings.max_use or not connection.client.is_connected:
+            asyncio.ensure_future(_quit(connection.client))
+            return
+        connection.idle_since = time.monotonic()
+        self._idle.append(connection)
+
+    def _discard(self, connection: _Connection) -> None:
+        connection.client.close()
+
+    # --- one transaction ---------------------------------------------------------------
+
+    async def _transaction(
+        self,
+        client: aiosmtplib.SMTP,
+        envelope: Envelope,
+        recipients: Sequence[Recipient],
+        data: bytes,
+        mail_from: str,
+    ) -> Delivery:
+        try:
+            return await self._exchange(client, envelope, recipients, data, mail_from)
+        except aiosmtplib.SMTPTimeoutError as error:
+            raise NextHopTimeout(f"timeout talking to {self.label}") from error
+        except aiosmtplib.SMTPResponseException as error:
+            raise NextHopRefused(f"{self.label} refused", error.code, error.message) from error
+        except (aiosmtplib.SMTPException, OSError) as error:
+            raise NextHopUnavailable(f"lost connection to {self.label}: {error}") from error
+
+    async def _exchange(
+        self,
+        client: aiosmtplib.SMTP,
+        envelope: Envelope,
+        recipients: Sequence[Recipient],
+        data: bytes,
+        mail_from: str,
+    ) -> Delivery:
+        if self.settings.xforward and client.supports_extension("xforward"):
+            await self._xforward(client, envelope)
+        encoding = "utf-8" if envelope.smtputf8 else "ascii"
+        options = envelope.mail_options()
+        if "dsn" not in client.esmtp_extensions:
+            options = [o for o in options if not o.startswith(("RET=", "ENVID="))]
+        await client.mail(mail_from, options=options, encoding=encoding)
+        results = [await self._rcpt(client, recipient, encoding) for recipient in recipients]
+        accepted = [r for r in results if r.accepted]
+        if not accepted:
+            await client.rset()
+            worst = min(results, key=lambda r: r.code >= 500)  # a 4xx wins: retry later
+            raise NextHopRefused(f"{self.label} refused every recipient", worst.code, worst.text)
+        reply = await client.data(data, timeout=self.settings.data_timeout)
+        if reply.code >= 400:
+            raise NextHopRefused(f"{self.label} refused the message", reply.code, reply.message)
+        return Delivery(tuple(results), reply.code, reply.message)
+
+    async def _rcpt(
+        self, client: aiosmtplib.SMTP, recipient: Recipient, encoding: str
+    ) -> RecipientResult:
+        options = recipient.rcpt_options() if "dsn" in client.esmtp_extensions else []
+        try:
+            reply = await client.rcpt(recipient.address, options=options, encoding=encoding)
+        except aiosmtplib.SMTPRecipientRefused as refused:
+            return RecipientResult(recipient, refused.code, refused.message)
+        return RecipientResult(recipient, reply.code, reply.message)
+
+    async def _xforward(self, client: aiosmtplib.SMTP, envelope: Envelope) -> None:
+        offered = set(client.esmtp_extensions.get("xforward", "").upper().split())
+        pairs = [f"{name}={value}" for name, value in envelope.xforward
+                 if name in offered and name in XFORWARD_ATTRIBUTES]
+        if not pairs:
+            return
+        reply = await client.execute_command(b"XFORWARD", *(p.encode("ascii", "replace")
+                                                             for p in pairs))
+        if reply.code >= 400:
+            log.debug("next hop refused XFORWARD: %s %s", reply.code, reply.message)
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.quit(timeout=5)
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()

@@ -1,0 +1,305 @@
+"""SMTP and LMTP in: the only user of aiosmtpd.
+
+Adds to aiosmtpd what Postfix's content-filter protocol needs: XFORWARD (Postfix's
+XFORWARD_README), DSN parameters passed through (RFC 3461), enhanced status codes
+(RFC 2034), a client access list, SMTP smuggling protection (bare CR/LF refused),
+and a reply to end-of-DATA only after the verdict and the next hop's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import logging
+import os
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from contentfilter import __version__, replies
+from contentfilter.addresses import Network
+from contentfilter.config import Config, Listener
+from contentfilter.errors import MessageRejected
+from contentfilter.model import Envelope as MessageEnvelope
+from contentfilter.model import Message, Outcome, Recipient, Reply
+from contentfilter.pipeline import Pipeline
+from contentfilter.policy_settings import PolicyBank
+
+log = logging.getLogger("contentfilter.server")
+
+XFORWARD_NAMES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
+DSN_MAIL_PARAMETERS = ("RET", "ENVID")
+DSN_RCPT_PARAMETERS = ("NOTIFY", "ORCPT")
+
+# aiosmtpd's own replies, given the enhanced status codes we advertise (RFC 2034).
+_ENHANCED = {
+    "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed limit",
+    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long",
+    "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
+    "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
+    "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
+    "250 OK": "250 2.0.0 Ok",
+}
+
+
+class FilterEnvelope(Envelope):  # type: ignore[misc]
+    """aiosmtpd's envelope plus what Postfix sends beside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.xforward: dict[str, str] = {}
+        self.dsn: dict[str, str] = {}
+        self.recipients: list[Recipient] = []
+
+
+_sequence = itertools.count(1)
+
+
+def new_log_id() -> str:
+    """amavisd-new style id, `PID-NN`, as mailgraph and admins know it."""
+    return f"{os.getpid():05d}-{next(_sequence):02d}"
+
+
+class _FilterProtocol:
+    """Our additions, mixed into aiosmtpd's SMTP and LMTP classes."""
+
+    envelope: FilterEnvelope
+    session: Session
+    transport: Any
+    allowed_clients: Sequence[Network]
+
+    def _create_envelope(self) -> FilterEnvelope:
+        return FilterEnvelope()
+
+    async def push(self, status: str) -> None:
+        await super().push(_ENHANCED.get(status, status))  # type: ignore[misc]
+
+    async def _handle_client(self) -> None:
+        host = self.session.peer[0] if isinstance(self.session.peer, tuple) else ""
+        if not any(host in network for network in self.allowed_clients):
+            log.warning("refused connection from %s: not in server.allowed_clients", host)
+            await self.push("554 5.7.1 Access denied")
+            self.transport.close()
+            return
+        await super()._handle_client()  # type: ignore[misc]
+
+    async def smtp_XFORWARD(self, arg: str | None) -> None:
+        """Postfix's XFORWARD: NAME, ADDR, PORT, PROTO, HELO, IDENT, SOURCE."""
+        if not arg:
+            await self.push("501 5.5.4 Syntax: XFORWARD attribute=value...")
+            return
+        attributes = {}
+        for item in arg.split():
+            name, sep, value = item.partition("=")
+            if not sep or name.upper() not in XFORWARD_NAMES:
+                await self.push(f"501 5.5.4 Bad XFORWARD attribute name: {name}")
+                return
+            attributes[name.upper()] = value
+        self.envelope.xforward.update(attributes)
+        await self.push("250 2.0.0 Ok")
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        remaining, dsn = _take_parameters(arg, DSN_MAIL_PARAMETERS)
+        size = dict(_split_parameter(word) for word in (remaining or "").split()[1:]).get("SIZE")
+        limit = getattr(self, "data_size_limit", None)
+        if size and size.isdigit() and limit and int(size) > limit:
+            await self.push("552 5.3.4 Message size exceeds fixed limit")
+            return
+        had_sender = bool(self.envelope.mail_from)
+        await super().smtp_MAIL(remaining)  # type: ignore[misc]
+        if self.envelope.mail_from and not had_sender:
+            self.envelope.dsn = dsn
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        remaining, dsn = _take_parameters(arg, DSN_RCPT_PARAMETERS)
+        before = len(self.envelope.rcpt_tos)
+        await super().smtp_RCPT(remaining)  # type: ignore[misc]
+        if len(self.envelope.rcpt_tos) > before:
+            address = self.envelope.rcpt_tos[-1]
+            self.envelope.recipients.append(
+                Recipient(address, notify=dsn.get("NOTIFY"), orcpt=dsn.get("ORCPT"))
+            )
+
+
+def _split_parameter(word: str) -> tuple[str, str]:
+    name, _, value = word.partition("=")
+    return name.upper(), value
+
+
+def _take_parameters(arg: str | None, names: Sequence[str]) -> tuple[str | None, dict[str, str]]:
+    """Remove the named ESMTP parameters from a MAIL/RCPT argument (values keep their case)."""
+    if arg is None:
+        return None, {}
+    address_end = arg.find(">")
+    head, tail = (arg, "") if address_end < 0 else (arg[: address_end + 1], arg[address_end + 1 :])
+    kept, taken = [], {}
+    for word in tail.split():
+        name, value = _split_parameter(word)
+        if name in names:
+            taken[name] = value
+        else:
+            kept.append(word)
+    return " ".join([head, *kept]), taken
+
+
+class FilterSMTP(_FilterProtocol, SMTP):  # type: ignore[misc]
+    pass
+
+
+class FilterLMTP(_FilterProtocol, LMTP):  # type: ignore[misc]
+    pass
+
+
+class Handler:
+    """aiosmtpd handler: builds the Message, runs the pipeline, answers."""
+
+    def __init__(self, config: Config, pipeline: Pipeline, listener: Listener) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.listener = listener
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        extra = ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-DSN",
+                 "250-XFORWARD " + " ".join(XFORWARD_NAMES)]
+        return [*responses[:-1], *extra, "250 HELP"]
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("session error")
+        return replies.render(replies.failure("-", error))
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: FilterEnvelope) -> str:
+        self.in_flight += 1
+        self.idle.clear()
+        try:
+            outcome = await self._process(session, envelope)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.idle.set()
+        if self.listener.protocol == "lmtp":
+            return "\r\n".join(replies.render(r) for r in outcome.recipient_replies)
+        return replies.render(outcome.reply)
+
+    async def _process(self, session: Session, envelope: FilterEnvelope) -> Outcome:
+        log_id = new_log_id()
+        raw: bytes = envelope.original_content or b""
+        message = Message(log_id, secrets.token_urlsafe(9), self._envelope(session, envelope), raw)
+        try:
+            check_line_endings(raw)
+        except MessageRejected as rejected:
+            log.warning("(%s) rejected: %s", log_id, rejected.text)
+            reply = Reply(rejected.code, rejected.status, rejected.text)
+            return Outcome(message, (), (), reply,
+                           tuple(reply for _ in message.envelope.recipients))
+        return await self.pipeline.handle(message, self._bank(message),
+                                          lmtp=self.listener.protocol == "lmtp")
+
+    def _envelope(self, session: Session, envelope: FilterEnvelope) -> MessageEnvelope:
+        options = {o.split("=")[0].upper(): o.partition("=")[2] for o in envelope.mail_options}
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        recipients = envelope.recipients or [Recipient(a) for a in envelope.rcpt_tos]
+        return MessageEnvelope(
+            mail_from=envelope.mail_from or "",
+            recipients=tuple(recipients),
+            body=options.get("BODY") or None,
+            smtputf8=bool(envelope.smtp_utf8),
+            ret=envelope.dsn.get("RET"),
+            envid=envelope.dsn.get("ENVID"),
+            xforward=tuple(envelope.xforward.items()),
+            client_address=peer,
+            listener=str(self.listener.address),
+        )
+
+    def _bank(self, message: Message) -> PolicyBank | None:
+        banks = self.config.policy_banks
+        if self.listener.policy_bank:
+            return banks[self.listener.policy_bank]
+        client = message.envelope.original_client
+        for bank in banks.values():
+            if any(client in network for network in bank.clients):
+                return bank
+        return None
+
+
+def check_line_endings(raw: bytes) -> None:
+    """Refuse bare CR or LF: the next hop could see a different end of DATA.
+
+    SMTP smuggling (CVE-2023-51764 and kin) hides `<LF>.<CR><LF>` or `<CR>.<CR><LF>`
+    in DATA so that a later server ends the message early and reads the rest as new
+    commands. RFC 5321 section 2.3.8 allows CR and LF only as a CRLF pair.
+    """
+    crlf = raw.count(b"\r\n")
+    if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
+        raise MessageRejected(554, "5.6.0",
+                              "Message contains bare CR or LF (possible SMTP smuggling), rejected")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Server:
+    """All listeners of one filter process."""
+
+    def __init__(self, config: Config, pipeline: Pipeline) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.handlers: list[Handler] = []
+        self.servers: list[asyncio.base_events.Server] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for listener in self.config.server.listen:
+            handler = Handler(self.config, self.pipeline, listener)
+            self.handlers.append(handler)
+            server = await loop.create_server(
+                lambda h=handler, lst=listener: self._protocol(h, lst),  # type: ignore[misc]
+                host=listener.address.host, port=listener.address.port,
+                reuse_address=True,
+            )
+            self.servers.append(server)
+            log.info("listening on %s (%s)", listener.address, listener.protocol.upper())
+
+    def _protocol(self, handler: Handler, listener: Listener) -> SMTP:
+        settings = self.config.server
+        kind = FilterLMTP if listener.protocol == "lmtp" else FilterSMTP
+        protocol = kind(
+            handler,
+            data_size_limit=settings.message_size_limit,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=settings.hostname,
+            ident=f"ESMTP contentfilter {__version__}",
+            timeout=settings.idle_timeout,
+            command_call_limit=None,
+        )
+        protocol.allowed_clients = settings.allowed_clients
+        return protocol
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting, then wait for messages in progress to get their reply."""
+        for server in self.servers:
+            server.close()
+        waits = [asyncio.create_task(h.idle.wait()) for h in self.handlers]
+        if waits:
+            done, pending = await asyncio.wait(waits, timeout=timeout)
+            for task in pending:
+                task.cancel()
+        in_flight = sum(h.in_flight for h in self.handlers)
+        if in_flight:
+            log.warning("stopping with %d message(s) unanswered: Postfix will retry them",
+                        in_flight)
