@@ -171,8 +171,11 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info("contentfilter ready: next hop %s, scanners: %s", config.next_hop.address,
-             ", ".join(s.name for s in pipeline.scanners) or "none")
+    log.info(
+        "contentfilter ready: next hop %s, scanners: %s",
+        config.next_hop.address,
+        ", ".join(s.name for s in pipeline.scanners) or "none",
+    )
     await stop.wait()
     log.info("stopping: finishing messages in progress")
     await server.drain(DRAIN_TIMEOUT)
@@ -201,12 +204,21 @@ class _DryRun:
 
     label = "dry-run"
 
-    async def deliver(self, envelope: Envelope, recipients: Sequence[Recipient], data: bytes,
-                      *, mail_from: str | None = None) -> Delivery:
+    async def deliver(
+        self,
+        envelope: Envelope,
+        recipients: Sequence[Recipient],
+        data: bytes,
+        *,
+        mail_from: str | None = None,
+    ) -> Delivery:
         from contentfilter.relay import RecipientResult
 
-        return Delivery(tuple(RecipientResult(r, 250, "Ok") for r in recipients), 250,
-                        "2.0.0 Ok: not sent (dry run)")
+        return Delivery(
+            tuple(RecipientResult(r, 250, "Ok") for r in recipients),
+            250,
+            "2.0.0 Ok: not sent (dry run)",
+        )
 
 
 def command_scan(config: Config, arguments: argparse.Namespace) -> int:
@@ -258,14 +270,18 @@ def _result_lines(results: Sequence[Any]) -> list[str]:
     lines = []
     for result in results:
         state = f"skipped ({result.skipped})" if result.skipped else "ok"
-        lines.append(f"scanner {result.scanner}: {state}, {result.elapsed * 1000:.1f} ms"
-                     + (" (cached)" if result.cached else ""))
+        lines.append(
+            f"scanner {result.scanner}: {state}, {result.elapsed * 1000:.1f} ms"
+            + (" (cached)" if result.cached else "")
+        )
         for finding in result.findings:
             lines.append(f"  finding: {finding.category.log_name}: {finding.detail}")
         if result.spam is not None:
             tests = ", ".join(f"{name}={score:g}" for name, score in result.spam.tests)
-            lines.append(f"  spam: score={result.spam.score:g} required={result.spam.required:g}"
-                         f" tests=[{tests}]")
+            lines.append(
+                f"  spam: score={result.spam.score:g} required={result.spam.required:g}"
+                f" tests=[{tests}]"
+            )
     return lines
 
 
@@ -279,12 +295,16 @@ def _verdict_lines(message: Message, verdict: Any) -> list[str]:
         lines.append(f"  reply: {replies.render(replies.for_destiny(message.log_id, verdict))}")
         return lines
     for header in verdict.header_lines:
-        lines.append("  " + header.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n  "))
-    edited = headers.apply_edits(message.raw, verdict.header_lines, verdict.subject_tag,
-                                 verdict.remove_spam_headers)
+        lines.append(
+            "  " + header.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n  ")
+        )
+    edited = headers.apply_edits(
+        message.raw, verdict.header_lines, verdict.subject_tag, verdict.remove_spam_headers
+    )
     subject = _subject_field(edited)
-    lines.append("  " + (subject.rstrip("\r\n").replace("\r\n", "\n  ") if subject
-                         else "(no Subject)"))
+    lines.append(
+        "  " + (subject.rstrip("\r\n").replace("\r\n", "\n  ") if subject else "(no Subject)")
+    )
     return lines
 
 
@@ -295,8 +315,9 @@ def _subject_field(raw: bytes) -> str | None:
     for index, line in enumerate(lines):
         if line[:8].lower() == b"subject:":
             field = [line]
-            field += [x for x in itertools.takewhile(lambda x: x[:1] in (b" ", b"\t"),
-                                                       lines[index + 1 :])]
+            field += [
+                x for x in itertools.takewhile(lambda x: x[:1] in (b" ", b"\t"), lines[index + 1 :])
+            ]
             return b"\r\n".join(field).decode("utf-8", "replace")
     return None
 

@@ -134,7 +134,9 @@ class Config:
                 )
             if listener.policy_bank and listener.policy_bank not in self.policy_banks:
                 raise ConfigError(
-                    "server.listen.policy_bank", "names an unknown policy bank", listener.policy_bank
+                    "server.listen.policy_bank",
+                    "names an unknown policy bank",
+                    listener.policy_bank,
                 )
 
     def enabled_scanners(self) -> dict[str, ScannerSettings]:

@@ -241,9 +241,7 @@ class ScanResult:
     cached: bool = False
 
     def with_timing(self, elapsed: float, cached: bool = False) -> ScanResult:
-        return ScanResult(
-            self.scanner, self.findings, self.spam, elapsed, self.skipped, cached
-        )
+        return ScanResult(self.scanner, self.findings, self.spam, elapsed, self.skipped, cached)
 
 
 @runtime_checkable

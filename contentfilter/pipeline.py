@@ -48,7 +48,11 @@ class Deliverer(Protocol):
     label: str
 
     async def deliver(
-        self, envelope: Envelope, recipients: Sequence[Recipient], data: bytes, *,
+        self,
+        envelope: Envelope,
+        recipients: Sequence[Recipient],
+        data: bytes,
+        *,
         mail_from: str | None = None,
     ) -> Delivery: ...
 
@@ -114,19 +118,27 @@ class Pipeline:
         self, scanner: Scanner, message: Message, error: ScannerError, elapsed: float
     ) -> ScanResult:
         action = scanner.on_failure
-        log.warning("(%s) %s failed: %s; on_failure=%s", message.log_id, scanner.name,
-                    error.reason, action.value)
+        log.warning(
+            "(%s) %s failed: %s; on_failure=%s",
+            message.log_id,
+            scanner.name,
+            error.reason,
+            action.value,
+        )
         if action is FailureAction.TEMPFAIL:
             raise ScanAborted(error.scanner, error.reason) from error
         if action is FailureAction.UNCHECKED:
-            finding = Finding(ContentsCategory.UNCHECKED, f"{scanner.name} unavailable", scanner.name)
+            finding = Finding(
+                ContentsCategory.UNCHECKED, f"{scanner.name} unavailable", scanner.name
+            )
             return ScanResult(scanner.name, (finding,), elapsed=elapsed, skipped=error.reason)
         return ScanResult(scanner.name, elapsed=elapsed, skipped=f"unavailable: {error.reason}")
 
     # --- the whole message -------------------------------------------------------------
 
-    async def handle(self, message: Message, bank: PolicyBank | None = None,
-                     lmtp: bool = False) -> Outcome:
+    async def handle(
+        self, message: Message, bank: PolicyBank | None = None, lmtp: bool = False
+    ) -> Outcome:
         """Scan, decide and act; the reply is sent only after this returns."""
         started = self.clock()
         try:
@@ -135,9 +147,14 @@ class Pipeline:
             if not isinstance(error, ScannerError | RelayError):
                 log.exception("(%s) internal error", message.log_id)
             reply = replies.failure(message.log_id, error)
-            outcome = Outcome(message, (), (), reply,
-                              tuple(reply for _ in message.envelope.recipients),
-                              actions=("TempFailed",), )
+            outcome = Outcome(
+                message,
+                (),
+                (),
+                reply,
+                tuple(reply for _ in message.envelope.recipients),
+                actions=("TempFailed",),
+            )
         outcome = replace(outcome, elapsed=self.clock() - started)
         log.info("%s", summary(outcome, self.next_hop.label))
         return outcome
@@ -147,17 +164,34 @@ class Pipeline:
         context = policy.Context(self.config.server.hostname, self.config.policy, bank)
         verdicts = policy.decide(message, results, context)
         for verdict in verdicts:
-            detail_log.debug("(%s) <%s>: %s -> %s (%s)", message.log_id, verdict.recipient.address,
-                             verdict.category.log_name, verdict.destiny.value, verdict.rule)
+            detail_log.debug(
+                "(%s) <%s>: %s -> %s (%s)",
+                message.log_id,
+                verdict.recipient.address,
+                verdict.category.log_name,
+                verdict.destiny.value,
+                verdict.rule,
+            )
         if not lmtp and any(v.destiny is Destiny.TEMPFAIL for v in verdicts):
             first = next(v for v in verdicts if v.destiny is Destiny.TEMPFAIL)
             reply = replies.tempfailed(message.log_id, first)
-            return Outcome(message, results, verdicts, reply,
-                           tuple(reply for _ in verdicts), actions=("TempFailed",))
+            return Outcome(
+                message,
+                results,
+                verdicts,
+                reply,
+                tuple(reply for _ in verdicts),
+                actions=("TempFailed",),
+            )
         return await self._act(message, results, verdicts, lmtp)
 
-    async def _act(self, message: Message, results: tuple[ScanResult, ...],
-                   verdicts: tuple[Verdict, ...], lmtp: bool) -> Outcome:
+    async def _act(
+        self,
+        message: Message,
+        results: tuple[ScanResult, ...],
+        verdicts: tuple[Verdict, ...],
+        lmtp: bool,
+    ) -> Outcome:
         per_recipient: dict[Recipient, Reply] = {}
         queued: list[str] = []
         actions: list[str] = []
@@ -171,21 +205,32 @@ class Pipeline:
             if verdict.destiny is Destiny.PASS:
                 continue
             per_recipient[verdict.recipient] = await self._block(message, results, verdict)
-            actions.append(_ACTION_NAMES[per_recipient[verdict.recipient].status[:1],
-                                         verdict.destiny])
+            actions.append(
+                _ACTION_NAMES[per_recipient[verdict.recipient].status[:1], verdict.destiny]
+            )
         ordered = tuple(per_recipient[v.recipient] for v in verdicts)
-        reply = ordered[0] if lmtp and len(ordered) == 1 else replies.combine(message.log_id, ordered)
+        reply = (
+            ordered[0] if lmtp and len(ordered) == 1 else replies.combine(message.log_id, ordered)
+        )
         if not lmtp and reply.is_success:
             await self._bounce_refused(message, results, verdicts, ordered)
-        return Outcome(message, results, verdicts, reply, ordered, tuple(queued),
-                       actions=tuple(dict.fromkeys(actions)))
+        return Outcome(
+            message,
+            results,
+            verdicts,
+            reply,
+            ordered,
+            tuple(queued),
+            actions=tuple(dict.fromkeys(actions)),
+        )
 
     async def _relay(
         self, message: Message, cluster: Sequence[Verdict]
     ) -> tuple[dict[Recipient, Reply], str | None]:
         first = cluster[0]
-        data = headers.apply_edits(message.raw, first.header_lines, first.subject_tag,
-                                   first.remove_spam_headers)
+        data = headers.apply_edits(
+            message.raw, first.header_lines, first.subject_tag, first.remove_spam_headers
+        )
         recipients = [v.recipient for v in cluster]
         label = self.next_hop.label
         try:
@@ -197,33 +242,48 @@ class Pipeline:
         answers: dict[Recipient, Reply] = {}
         for result in delivery.recipients:
             if result.accepted:
-                answers[result.recipient] = replies.relayed(message.log_id, label, delivery.code,
-                                                            delivery.text)
+                answers[result.recipient] = replies.relayed(
+                    message.log_id, label, delivery.code, delivery.text
+                )
             else:
                 error = RelayError("recipient refused", result.code, result.text)
                 answers[result.recipient] = replies.next_hop_failed(message.log_id, label, error)
         return answers, delivery.queue_id
 
-    async def _block(self, message: Message, results: tuple[ScanResult, ...],
-                     verdict: Verdict) -> Reply:
+    async def _block(
+        self, message: Message, results: tuple[ScanResult, ...], verdict: Verdict
+    ) -> Reply:
         if verdict.destiny is not Destiny.BOUNCE:
             return replies.for_destiny(message.log_id, verdict)
         reply = replies.rejected(message.log_id, verdict)
-        suppressed = await self._send_dsn(message, results, [(verdict.recipient, reply)],
-                                          verdict.reason)
+        suppressed = await self._send_dsn(
+            message, results, [(verdict.recipient, reply)], verdict.reason
+        )
         if suppressed:
             return replies.discarded(message.log_id, f"{verdict.reason} (no DSN: {suppressed})")
         return replies.bounced(message.log_id, verdict.reason)
 
-    async def _bounce_refused(self, message: Message, results: tuple[ScanResult, ...],
-                              verdicts: tuple[Verdict, ...], ordered: tuple[Reply, ...]) -> None:
+    async def _bounce_refused(
+        self,
+        message: Message,
+        results: tuple[ScanResult, ...],
+        verdicts: tuple[Verdict, ...],
+        ordered: tuple[Reply, ...],
+    ) -> None:
         """Mixed outcome answered 250: we owe the refused recipients' sender a DSN."""
-        refused = [(v.recipient, r) for v, r in zip(verdicts, ordered, strict=True) if r.code >= 500]
+        refused = [
+            (v.recipient, r) for v, r in zip(verdicts, ordered, strict=True) if r.code >= 500
+        ]
         if refused:
             await self._send_dsn(message, results, refused, refused[0][1].text)
 
-    async def _send_dsn(self, message: Message, results: tuple[ScanResult, ...],
-                        failed: Sequence[tuple[Recipient, Reply]], reason: str) -> str | None:
+    async def _send_dsn(
+        self,
+        message: Message,
+        results: tuple[ScanResult, ...],
+        failed: Sequence[tuple[Recipient, Reply]],
+        reason: str,
+    ) -> str | None:
         """Send a DSN to the envelope sender; the reason it was suppressed, or None."""
         evidence = policy.gather(message, results, self.config.policy)
         recipient_policy = policy.recipient_policy(failed[0][0].address, self.config.policy, None)
@@ -241,8 +301,9 @@ class Pipeline:
             original=message.raw,
             header_end=message.header_end,
             envelope_sender=message.envelope.mail_from,
-            failed=[(r.address, r.orcpt, reply.code, reply.status, reply.text)
-                    for r, reply in failed],
+            failed=[
+                (r.address, r.orcpt, reply.code, reply.status, reply.text) for r, reply in failed
+            ],
             reporting_mta=self.config.server.hostname,
             arrival_date=datetime.now(UTC),
             log_id=message.log_id,

@@ -62,7 +62,9 @@ def gather(message: Message, results: Sequence[ScanResult], settings: PolicySett
     spam = next((r.spam for r in results if r.spam is not None), None)
     sender = message.envelope.mail_from
     lists = settings.senders
-    score = sum(v for pattern, v in lists.score.items() if sender and address_matches(pattern, sender))
+    score = sum(
+        v for pattern, v in lists.score.items() if sender and address_matches(pattern, sender)
+    )
     return Evidence(
         findings=findings,
         spam=spam,
@@ -145,8 +147,11 @@ LOVERS = {
 
 def categories(evidence: Evidence, policy: RecipientPolicy) -> list[tuple[ContentsCategory, str]]:
     """The categories the message falls in for this recipient, highest first."""
-    found = [(category, reason) for category, rule in CATEGORY_RULES
-             if (reason := rule(evidence, policy)) is not None]
+    found = [
+        (category, reason)
+        for category, rule in CATEGORY_RULES
+        if (reason := rule(evidence, policy)) is not None
+    ]
     return found or [(C.CLEAN, "CLEAN")]
 
 
@@ -199,7 +204,9 @@ class Context:
         return self.settings.subject_tags
 
 
-def decide(message: Message, results: Sequence[ScanResult], context: Context) -> tuple[Verdict, ...]:
+def decide(
+    message: Message, results: Sequence[ScanResult], context: Context
+) -> tuple[Verdict, ...]:
     """One verdict per envelope recipient."""
     evidence = gather(message, results, context.settings)
     return tuple(
@@ -241,9 +248,12 @@ def _edits(
     if not policy.local:
         return tuple(lines), ""
     for category, _reason in found:
-        if category in (C.VIRUS, C.BANNED, C.UNCHECKED, C.BAD_HEADER):
+        if category in (C.VIRUS, C.BANNED, C.BAD_HEADER):
             details = evidence.details(category)
             lines.append(headers.alert_header(headers.alert_text(category, details)))
+        elif category is C.UNCHECKED:  # amavisd-new only tags the Subject; we say why
+            details = evidence.details(category)
+            lines.append(headers.alert_header("UNCHECKED, " + ", ".join(details)))
     lines.extend(_spam_lines(evidence, policy))
     return tuple(lines), _subject_tag(evidence, policy, found, context.subject_tags)
 
@@ -286,8 +296,13 @@ def _subject_tag(
     }
     for category, _reason in found:
         tag = by_category.get(category, "")
-        if category in (C.SPAM, C.SPAMMY) and tags.spam3 and policy.tag3_level is not None \
-                and score is not None and score >= policy.tag3_level:
+        if (
+            category in (C.SPAM, C.SPAMMY)
+            and tags.spam3
+            and policy.tag3_level is not None
+            and score is not None
+            and score >= policy.tag3_level
+        ):
             tag = tags.spam3
         if tag:
             required = policy.tag2_level

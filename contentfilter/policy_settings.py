@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 from dataclasses import dataclass, field
+from typing import Literal
 
 from contentfilter.addresses import Network
 from contentfilter.model import ContentsCategory, Destiny
@@ -25,10 +26,14 @@ class Destinies:
     oversized: Destiny = Destiny.BOUNCE  # $final_oversized_destiny
 
     def for_category(self, category: ContentsCategory) -> Destiny:
-        name = {ContentsCategory.VIRUS: "virus", ContentsCategory.BANNED: "banned",
-                ContentsCategory.UNCHECKED: "unchecked", ContentsCategory.SPAM: "spam",
-                ContentsCategory.BAD_HEADER: "bad_header",
-                ContentsCategory.OVERSIZED: "oversized"}.get(category)
+        name = {
+            ContentsCategory.VIRUS: "virus",
+            ContentsCategory.BANNED: "banned",
+            ContentsCategory.UNCHECKED: "unchecked",
+            ContentsCategory.SPAM: "spam",
+            ContentsCategory.BAD_HEADER: "bad_header",
+            ContentsCategory.OVERSIZED: "oversized",
+        }.get(category)
         return Destiny.PASS if name is None else getattr(self, name)  # type: ignore[no-any-return]
 
 
@@ -48,7 +53,7 @@ class SubjectTags:
 class RecipientOverrides:
     """Per-recipient/domain and per-policy-bank settings; unset keys inherit."""
 
-    tag_level: float | None = None  # $sa_tag_level_deflt
+    tag_level: float | Literal["always"] | None = None  # $sa_tag_level_deflt (undef: "always")
     tag2_level: float | None = None  # $sa_tag2_level_deflt
     tag3_level: float | None = None  # $sa_tag3_level_deflt
     kill_level: float | None = None  # $sa_kill_level_deflt
@@ -98,7 +103,9 @@ class RecipientPolicy:
             value = getattr(overrides, spec.name)
             if value is None:
                 continue
-            if spec.name.endswith("_destiny"):
+            if value == "always":  # amavisd-new's undef tag level: headers for every score
+                changes[spec.name] = None
+            elif spec.name.endswith("_destiny"):
                 destinies[spec.name.removesuffix("_destiny")] = value
             else:
                 changes[spec.name] = value
@@ -144,7 +151,13 @@ class PolicySettings:
     recipients: dict[str, RecipientOverrides] = field(default_factory=dict)
     senders: SenderLists = SenderLists()
     faked_sender_viruses: tuple[str, ...] = (  # @viruses_that_fake_sender_maps
-        "*Worm*", "*Mydoom*", "*Sober*", "*Netsky*", "*Bagle*", "*Phish*", "*Heuristics*",
+        "*Worm*",
+        "*Mydoom*",
+        "*Sober*",
+        "*Netsky*",
+        "*Bagle*",
+        "*Phish*",
+        "*Heuristics*",
     )
 
     def base_recipient_policy(self) -> RecipientPolicy:

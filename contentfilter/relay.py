@@ -68,6 +68,7 @@ class NextHop:
         self.settings = settings
         self.hostname = hostname
         self._idle: list[_Connection] = []
+        self._closing: set[asyncio.Task[None]] = set()
         self.label = f"[{settings.address.host}]:{settings.address.port}"
 
     async def deliver(
@@ -80,14 +81,11 @@ class NextHop:
     ) -> Delivery:
         """Send one transaction; RelayError if the next hop took it for nobody."""
         connection = await self._acquire()
+        sender = envelope.mail_from if mail_from is None else mail_from
         try:
-            delivery = await self._transaction(connection.client, envelope, recipients, data,
-                                               envelope.mail_from if mail_from is None else mail_from)
-        except RelayError:
-            self._discard(connection)
-            raise
+            delivery = await self._transaction(connection.client, envelope, recipients, data, sender)
         except BaseException:
-            self._discard(connection)
+            connection.client.close()  # its state is unknown: never reuse it
             raise
         self._release(connection)
         return delivery
@@ -104,7 +102,7 @@ class NextHop:
         while self._idle:
             connection = self._idle.pop()
             if now - connection.idle_since > self.settings.max_idle:
-                asyncio.ensure_future(_quit(connection.client))
+                self._quit_later(connection.client)
                 continue
             try:
                 await connection.client.rset()
@@ -132,8 +130,9 @@ class NextHop:
             raise NextHopTimeout(f"timed out connecting to {self.label}") from error
         except aiosmtplib.SMTPResponseException as error:
             client.close()
-            raise NextHopRefused(f"{self.label} refused the session", error.code,
-                                 error.message) from error
+            raise NextHopRefused(
+                f"{self.label} refused the session", error.code, error.message
+            ) from error
         except (aiosmtplib.SMTPException, OSError) as error:
             client.close()
             raise NextHopUnavailable(f"cannot connect to {self.label}: {error}") from error
@@ -142,13 +141,15 @@ class NextHop:
     def _release(self, connection: _Connection) -> None:
         connection.uses += 1
         if connection.uses >= self.settings.max_use or not connection.client.is_connected:
-            asyncio.ensure_future(_quit(connection.client))
+            self._quit_later(connection.client)
             return
         connection.idle_since = time.monotonic()
         self._idle.append(connection)
 
-    def _discard(self, connection: _Connection) -> None:
-        connection.client.close()
+    def _quit_later(self, client: aiosmtplib.SMTP) -> None:
+        task = asyncio.ensure_future(_quit(client))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     # --- one transaction ---------------------------------------------------------------
 
@@ -207,12 +208,16 @@ class NextHop:
 
     async def _xforward(self, client: aiosmtplib.SMTP, envelope: Envelope) -> None:
         offered = set(client.esmtp_extensions.get("xforward", "").upper().split())
-        pairs = [f"{name}={value}" for name, value in envelope.xforward
-                 if name in offered and name in XFORWARD_ATTRIBUTES]
+        pairs = [
+            f"{name}={value}"
+            for name, value in envelope.xforward
+            if name in offered and name in XFORWARD_ATTRIBUTES
+        ]
         if not pairs:
             return
-        reply = await client.execute_command(b"XFORWARD", *(p.encode("ascii", "replace")
-                                                             for p in pairs))
+        reply = await client.execute_command(
+            b"XFORWARD", *(p.encode("ascii", "replace") for p in pairs)
+        )
         if reply.code >= 400:
             log.debug("next hop refused XFORWARD: %s %s", reply.code, reply.message)
 

@@ -53,8 +53,9 @@ def rejected(log_id: str, verdict: Verdict) -> Reply:
 
 
 def tempfailed(log_id: str, verdict: Verdict) -> Reply:
-    return Reply(Code.MAILBOX_UNAVAILABLE_TEMP, "4.7.0",
-                 f"Try again later, id={log_id} - {verdict.reason}")
+    return Reply(
+        Code.MAILBOX_UNAVAILABLE_TEMP, "4.7.0", f"Try again later, id={log_id} - {verdict.reason}"
+    )
 
 
 def for_destiny(log_id: str, verdict: Verdict) -> Reply:
@@ -73,15 +74,23 @@ def for_destiny(log_id: str, verdict: Verdict) -> Reply:
 def next_hop_failed(log_id: str, next_hop: str, error: RelayError) -> Reply:
     """The next hop did not take the copy: 5xx only when it said 5xx itself."""
     if error.is_permanent and error.code is not None:
-        return Reply(Code.TRANSACTION_FAILED, "5.7.1",
-                     f"Rejected by next-hop MTA on relaying, id={log_id}, "
-                     f"from MTA({next_hop}): {error.code} {error.text}")
+        return Reply(
+            Code.TRANSACTION_FAILED,
+            "5.7.1",
+            f"Rejected by next-hop MTA on relaying, id={log_id}, "
+            f"from MTA({next_hop}): {error.code} {error.text}",
+        )
     if error.code is not None:
-        return Reply(Code.LOCAL_ERROR, "4.4.0",
-                     f"Error in processing, id={log_id}, from MTA({next_hop}): "
-                     f"{error.code} {error.text}")
-    return Reply(Code.LOCAL_ERROR, "4.4.1",
-                 f"Error in processing, id={log_id}, next hop {next_hop}: {error.reason}")
+        return Reply(
+            Code.LOCAL_ERROR,
+            "4.4.0",
+            f"Error in processing, id={log_id}, from MTA({next_hop}): {error.code} {error.text}",
+        )
+    return Reply(
+        Code.LOCAL_ERROR,
+        "4.4.1",
+        f"Error in processing, id={log_id}, next hop {next_hop}: {error.reason}",
+    )
 
 
 def failure(log_id: str, error: BaseException) -> Reply:
@@ -89,14 +98,20 @@ def failure(log_id: str, error: BaseException) -> Reply:
     if isinstance(error, MessageRejected):
         return Reply(error.code, error.status, error.text)
     if isinstance(error, ScannerError):
-        return Reply(Code.LOCAL_ERROR, "4.5.0",
-                     f"Error in processing, id={log_id}, {error.scanner}: {error.reason}")
+        return Reply(
+            Code.LOCAL_ERROR,
+            "4.5.0",
+            f"Error in processing, id={log_id}, {error.scanner}: {error.reason}",
+        )
     if isinstance(error, TimeoutError):
         return Reply(Code.LOCAL_ERROR, "4.5.0", f"Error in processing, id={log_id}, timed out")
     if isinstance(error, ContentFilterError):
         return Reply(Code.LOCAL_ERROR, "4.5.0", f"Error in processing, id={log_id}, {error}")
-    return Reply(Code.LOCAL_ERROR, "4.5.0",
-                 f"Error in processing, id={log_id}, internal error ({type(error).__name__})")
+    return Reply(
+        Code.LOCAL_ERROR,
+        "4.5.0",
+        f"Error in processing, id={log_id}, internal error ({type(error).__name__})",
+    )
 
 
 def combine(log_id: str, replies: Sequence[Reply]) -> Reply:

@@ -54,7 +54,7 @@ def _build_dataclass(cls: type[Any], value: object, path: str) -> Any:
         raise ConfigError(path, str(error)) from None
 
 
-def _convert(kind: Any, value: object, path: str) -> Any:  # noqa: PLR0911
+def _convert(kind: Any, value: object, path: str) -> Any:
     origin = typing.get_origin(kind)
     if kind is Any:
         return value
@@ -84,7 +84,9 @@ def _custom(kind: Any, value: object, path: str) -> Any:
     try:
         return kind.from_config(value)
     except ConfigError as error:
-        raise ConfigError(_join(path, error.key) if error.key else path, error.reason, error.value) from None
+        raise ConfigError(
+            _join(path, error.key) if error.key else path, error.reason, error.value
+        ) from None
     except (ValueError, TypeError) as error:
         raise ConfigError(path, str(error), value) from None
 
@@ -112,7 +114,8 @@ def _convert_tuple(arguments: tuple[Any, ...], value: object, path: str) -> tupl
     if len(arguments) != len(value):
         raise ConfigError(path, f"expected a list of {len(arguments)} items", value)
     return tuple(
-        _convert(kind, item, f"{path}[{i}]") for i, (kind, item) in enumerate(zip(arguments, value, strict=True))
+        _convert(kind, item, f"{path}[{i}]")
+        for i, (kind, item) in enumerate(zip(arguments, value, strict=True))
     )
 
 
@@ -129,7 +132,9 @@ def _convert_dict(arguments: tuple[Any, ...], value: object, path: str) -> dict[
 def _convert_enum(kind: type[enum.Enum], value: object, path: str) -> enum.Enum:
     if isinstance(value, str):
         for member in kind:
-            if isinstance(member.value, str) and member.value.lower() == value.lower().removeprefix("d_"):
+            if isinstance(member.value, str) and member.value.lower() == value.lower().removeprefix(
+                "d_"
+            ):
                 return member
     choices = ", ".join(str(member.value) for member in kind)
     raise ConfigError(path, f"must be one of {choices}", value)

@@ -64,6 +64,23 @@ def new_log_id() -> str:
     return f"{os.getpid():05d}-{next(_sequence):02d}"
 
 
+class SessionCounter:
+    """Concurrent sessions, bounded by server.max_sessions."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def enter(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
+
+
 class _FilterProtocol:
     """Our additions, mixed into aiosmtpd's SMTP and LMTP classes."""
 
@@ -71,6 +88,7 @@ class _FilterProtocol:
     session: Session
     transport: Any
     allowed_clients: Sequence[Network]
+    sessions: SessionCounter
 
     def _create_envelope(self) -> FilterEnvelope:
         return FilterEnvelope()
@@ -85,7 +103,15 @@ class _FilterProtocol:
             await self.push("554 5.7.1 Access denied")
             self.transport.close()
             return
-        await super()._handle_client()  # type: ignore[misc]
+        if not self.sessions.enter():
+            log.warning("refused connection from %s: server.max_sessions reached", host)
+            await self.push("421 4.3.2 Too many sessions, try again later")
+            self.transport.close()
+            return
+        try:
+            await super()._handle_client()  # type: ignore[misc]
+        finally:
+            self.sessions.leave()
 
     async def smtp_XFORWARD(self, arg: str | None) -> None:
         """Postfix's XFORWARD: NAME, ADDR, PORT, PROTO, HELO, IDENT, SOURCE."""
@@ -166,12 +192,20 @@ class Handler:
         self.idle.set()
 
     async def handle_EHLO(
-        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
-        extra = ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-DSN",
-                 "250-XFORWARD " + " ".join(XFORWARD_NAMES)]
+        extra = [
+            "250-PIPELINING",
+            "250-ENHANCEDSTATUSCODES",
+            "250-DSN",
+            "250-XFORWARD " + " ".join(XFORWARD_NAMES),
+        ]
         return [*responses[:-1], *extra, "250 HELP"]
 
     async def handle_exception(self, error: Exception) -> str:
@@ -200,10 +234,12 @@ class Handler:
         except MessageRejected as rejected:
             log.warning("(%s) rejected: %s", log_id, rejected.text)
             reply = Reply(rejected.code, rejected.status, rejected.text)
-            return Outcome(message, (), (), reply,
-                           tuple(reply for _ in message.envelope.recipients))
-        return await self.pipeline.handle(message, self._bank(message),
-                                          lmtp=self.listener.protocol == "lmtp")
+            return Outcome(
+                message, (), (), reply, tuple(reply for _ in message.envelope.recipients)
+            )
+        return await self.pipeline.handle(
+            message, self._bank(message), lmtp=self.listener.protocol == "lmtp"
+        )
 
     def _envelope(self, session: Session, envelope: FilterEnvelope) -> MessageEnvelope:
         options = {o.split("=")[0].upper(): o.partition("=")[2] for o in envelope.mail_options}
@@ -241,8 +277,9 @@ def check_line_endings(raw: bytes) -> None:
     """
     crlf = raw.count(b"\r\n")
     if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
-        raise MessageRejected(554, "5.6.0",
-                              "Message contains bare CR or LF (possible SMTP smuggling), rejected")
+        raise MessageRejected(
+            554, "5.6.0", "Message contains bare CR or LF (possible SMTP smuggling), rejected"
+        )
 
 
 def _is_loopback(host: str) -> bool:
@@ -260,6 +297,7 @@ class Server:
         self.pipeline = pipeline
         self.handlers: list[Handler] = []
         self.servers: list[asyncio.base_events.Server] = []
+        self.sessions = SessionCounter(config.server.max_sessions)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -268,7 +306,8 @@ class Server:
             self.handlers.append(handler)
             server = await loop.create_server(
                 lambda h=handler, lst=listener: self._protocol(h, lst),  # type: ignore[misc]
-                host=listener.address.host, port=listener.address.port,
+                host=listener.address.host,
+                port=listener.address.port,
                 reuse_address=True,
             )
             self.servers.append(server)
@@ -288,6 +327,7 @@ class Server:
             command_call_limit=None,
         )
         protocol.allowed_clients = settings.allowed_clients
+        protocol.sessions = self.sessions
         return protocol
 
     async def drain(self, timeout: float) -> None:
@@ -296,10 +336,11 @@ class Server:
             server.close()
         waits = [asyncio.create_task(h.idle.wait()) for h in self.handlers]
         if waits:
-            done, pending = await asyncio.wait(waits, timeout=timeout)
+            _done, pending = await asyncio.wait(waits, timeout=timeout)
             for task in pending:
                 task.cancel()
         in_flight = sum(h.in_flight for h in self.handlers)
         if in_flight:
-            log.warning("stopping with %d message(s) unanswered: Postfix will retry them",
-                        in_flight)
+            log.warning(
+                "stopping with %d message(s) unanswered: Postfix will retry them", in_flight
+            )

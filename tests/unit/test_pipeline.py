@@ -1,0 +1,235 @@
+"""The pipeline with injected scanners and next hop: no sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from contentfilter import config
+from contentfilter.errors import NextHopRefused, NextHopUnavailable, ScannerUnavailable
+from contentfilter.model import (
+    ContentsCategory,
+    Envelope,
+    FailureAction,
+    Finding,
+    Message,
+    Recipient,
+    ScanResult,
+    SpamReport,
+)
+from contentfilter.pipeline import Pipeline
+from contentfilter.relay import Delivery, RecipientResult
+
+RAW = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: hello\r\n\r\nbody line\r\n"
+
+
+@dataclass
+class FakeScanner:
+    name: str
+    findings: tuple[Finding, ...] = ()
+    spam: SpamReport | None = None
+    error: Exception | None = None
+    hang: bool = False
+    timeout: float = 0.2
+    on_failure: FailureAction = FailureAction.TEMPFAIL
+    needs_parts: bool = False
+    cacheable: bool = True
+    calls: int = 0
+
+    async def scan(self, message: Message) -> ScanResult:
+        self.calls += 1
+        if self.hang:
+            await asyncio.sleep(3600)
+        if self.error:
+            raise self.error
+        return ScanResult(self.name, self.findings, self.spam)
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class FakeNextHop:
+    label: str = "[127.0.0.1]:10025"
+    sent: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    error: Exception | None = None
+    refuse: set[str] = field(default_factory=set)
+
+    async def deliver(
+        self,
+        envelope: Envelope,
+        recipients: Sequence[Recipient],
+        data: bytes,
+        *,
+        mail_from: str | None = None,
+    ) -> Delivery:
+        if self.error:
+            raise self.error
+        sender = envelope.mail_from if mail_from is None else mail_from
+        results = tuple(
+            RecipientResult(r, 550 if r.address in self.refuse else 250, "ok") for r in recipients
+        )
+        if all(r.code >= 500 for r in results):
+            raise NextHopRefused("refused every recipient", 550, "5.1.1 unknown")
+        self.sent.append((sender, [r.recipient.address for r in results if r.accepted], data))
+        return Delivery(results, 250, "2.0.0 Ok: queued as QUEUE1")
+
+
+def message(*recipients: str, sender: str = "a@example.org", raw: bytes = RAW) -> Message:
+    envelope = Envelope(sender, tuple(Recipient(r) for r in recipients or ("b@example.com",)))
+    return Message("100-01", "mailid", envelope, raw)
+
+
+def pipeline(
+    *scanners: FakeScanner,
+    next_hop: FakeNextHop | None = None,
+    settings: dict[str, object] | None = None,
+) -> Pipeline:
+    cfg = config.from_mapping({"scanners": {}, **(settings or {})})
+    return Pipeline(cfg, list(scanners), next_hop or FakeNextHop())
+
+
+EICAR = Finding(ContentsCategory.VIRUS, "Eicar-Test-Signature", "clamav")
+
+
+async def test_clean_mail_is_relayed_with_the_body_untouched() -> None:
+    hop = FakeNextHop()
+    outcome = await pipeline(FakeScanner("clamav"), next_hop=hop).handle(message())
+    assert outcome.reply.code == 250
+    assert "from MTA([127.0.0.1]:10025): 250 2.0.0 Ok: queued as QUEUE1" in outcome.reply.text
+    [(_, rcpts, data)] = hop.sent
+    assert rcpts == ["b@example.com"]
+    assert data.endswith(RAW)
+    assert data[: -len(RAW)].startswith(b"X-Virus-Scanned: contentfilter at ")
+
+
+async def test_virus_is_discarded_by_default_and_never_relayed() -> None:
+    hop = FakeNextHop()
+    outcome = await pipeline(FakeScanner("clamav", (EICAR,)), next_hop=hop).handle(message())
+    assert (outcome.reply.code, outcome.reply.status) == (250, "2.7.0")
+    assert (
+        "discarded" in outcome.reply.text and "INFECTED: Eicar-Test-Signature" in outcome.reply.text
+    )
+    assert hop.sent == []
+
+
+async def test_virus_rejected_under_reject_destiny() -> None:
+    hop = FakeNextHop()
+    p = pipeline(
+        FakeScanner("clamav", (EICAR,)),
+        next_hop=hop,
+        settings={"policy": {"destiny": {"virus": "reject"}}},
+    )
+    outcome = await p.handle(message())
+    assert (outcome.reply.code, outcome.reply.status) == (554, "5.7.0")
+    assert outcome.reply.text.endswith("- INFECTED: Eicar-Test-Signature")
+    assert hop.sent == []
+
+
+@pytest.mark.parametrize(
+    ("on_failure", "code", "relayed"),
+    [
+        (FailureAction.TEMPFAIL, 451, False),
+        (FailureAction.PASS, 250, True),
+        (FailureAction.UNCHECKED, 250, True),
+    ],
+)
+async def test_scanner_down_follows_its_failure_policy(
+    on_failure: FailureAction, code: int, relayed: bool
+) -> None:
+    hop = FakeNextHop()
+    scanner = FakeScanner(
+        "clamav", error=ScannerUnavailable("clamav", "connection refused"), on_failure=on_failure
+    )
+    outcome = await pipeline(scanner, next_hop=hop).handle(message())
+    assert outcome.reply.code == code
+    assert bool(hop.sent) is relayed
+    if on_failure is FailureAction.UNCHECKED:
+        assert b"Subject: ***UNCHECKED*** hello" in hop.sent[0][2]
+
+
+async def test_hanging_scanner_times_out_into_a_tempfail() -> None:
+    hop = FakeNextHop()
+    outcome = await pipeline(FakeScanner("clamav", hang=True), next_hop=hop).handle(message())
+    assert outcome.reply.code == 451
+    assert "clamav" in outcome.reply.text
+    assert hop.sent == []
+
+
+async def test_crashing_scanner_is_a_tempfail_not_a_crash() -> None:
+    outcome = await pipeline(FakeScanner("clamav", error=ZeroDivisionError())).handle(message())
+    assert outcome.reply.code == 451
+
+
+async def test_scanners_run_concurrently() -> None:
+    started: list[str] = []
+
+    @dataclass
+    class Slow(FakeScanner):
+        async def scan(self, message: Message) -> ScanResult:
+            started.append(self.name)
+            await asyncio.sleep(0.3)
+            return ScanResult(self.name)
+
+    p = pipeline(Slow("one", timeout=1), Slow("two", timeout=1))
+    task = asyncio.create_task(p.scan(message()))
+    await asyncio.sleep(0.1)
+    assert started == ["one", "two"]  # both began before either finished
+    results = await task
+    assert [r.scanner for r in results] == ["one", "two"]
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (NextHopUnavailable("connection refused"), 451),
+        (NextHopRefused("x", 451, "4.3.0 try later"), 451),
+        (NextHopRefused("x", 550, "5.7.1 no"), 554),
+    ],
+)
+async def test_next_hop_trouble_reaches_upstream(error: Exception, code: int) -> None:
+    outcome = await pipeline(FakeScanner("clamav"), next_hop=FakeNextHop(error=error)).handle(
+        message()
+    )
+    assert outcome.reply.code == code
+
+
+async def test_partial_acceptance_answers_250_and_bounces_the_refused() -> None:
+    hop = FakeNextHop(refuse={"gone@example.com"})
+    outcome = await pipeline(FakeScanner("clamav"), next_hop=hop).handle(
+        message("b@example.com", "gone@example.com")
+    )
+    assert outcome.reply.code == 250
+    assert outcome.reply.text.endswith(", but 1 REJECT")
+    relayed, dsn = hop.sent
+    assert relayed[1] == ["b@example.com"]
+    assert dsn[0] == "" and dsn[1] == ["a@example.org"]  # DSN from <> to the sender
+
+
+async def test_cache_scans_the_same_body_once() -> None:
+    from contentfilter.cache import ResultCache
+
+    scanner = FakeScanner("clamav")
+    p = pipeline(scanner)
+    p.cache = ResultCache(ttl=60, max_entries=10)
+    await p.handle(message())
+    other_headers = b"Received: from x\r\n" + RAW
+    outcome = await p.handle(message(raw=other_headers))
+    assert scanner.calls == 1
+    assert outcome.results[0].cached
+
+
+async def test_spam_is_tagged_for_local_recipients() -> None:
+    hop = FakeNextHop()
+    gtube = SpamReport(1000.0, 5.0, (("GTUBE", 1000.0),))
+    outcome = await pipeline(FakeScanner("spamassassin", spam=gtube), next_hop=hop).handle(
+        message()
+    )
+    assert outcome.reply.code == 250
+    data = hop.sent[0][2]
+    assert b"X-Spam-Flag: YES\r\n" in data
+    assert b"Subject: ***SPAM*** hello\r\n" in data
+    assert data.endswith(b"\r\n\r\nbody line\r\n")
