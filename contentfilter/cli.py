@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from contentfilter import config as config_module
 from contentfilter import headers, replies
 from contentfilter.cache import ResultCache
@@ -49,7 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the filter daemon in the foreground")
     _common_options(serve)
-    serve.add_argument("--listen", help="HOST:PORT to accept mail on (default 127.0.0.1:10024)")
+    serve.add_argument(
+        "--listen",
+        help="HOST:PORT to accept mail on (default 127.0.0.1:10024); lmtp:HOST:PORT for LMTP",
+    )
     serve.add_argument("--next-hop", help="HOST:PORT to relay to (default 127.0.0.1:10025)")
     serve.set_defaults(command_function=command_serve)
     check = commands.add_parser("check-config", help="validate a config, print the effective one")
@@ -76,7 +77,7 @@ def _common_options(parser: argparse.ArgumentParser, scanners: bool = True) -> N
 
 def load_config(arguments: argparse.Namespace) -> Config:
     """The config file (or defaults) with the command-line overrides applied."""
-    data = _read_yaml(arguments.config)
+    data = config_module.read_document(arguments.config)
     if getattr(arguments, "listen", None):
         data.setdefault("server", {})["listen"] = [arguments.listen]
     if getattr(arguments, "next_hop", None):
@@ -84,24 +85,6 @@ def load_config(arguments: argparse.Namespace) -> Config:
     _override_scanner(data, "clamav", getattr(arguments, "clamd", None), "servers")
     _override_scanner(data, "spamassassin", getattr(arguments, "spamd", None), "server")
     return config_module.from_mapping(data)
-
-
-def _read_yaml(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError("", f"cannot read config file {path}: {error.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError("", f"{path} is not valid YAML: {error}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError("", "the config file must be a mapping of sections", data)
-    return data
 
 
 def _override_scanner(data: dict[str, Any], type_name: str, value: str | None, key: str) -> None:

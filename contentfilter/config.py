@@ -34,7 +34,10 @@ class Listener:
 
     @classmethod
     def from_config(cls, value: object) -> Listener:
-        if isinstance(value, str):
+        if isinstance(value, str):  # "host:port", or "lmtp:host:port" for an LMTP listener
+            protocol, sep, rest = value.partition(":")
+            if sep and protocol.lower() in ("smtp", "lmtp"):
+                return cls(HostPort.parse(rest), protocol.lower())  # type: ignore[arg-type]
             return cls(HostPort.parse(value))
         return schema.build(_ListenerSpec, value).to_listener()
 
@@ -187,10 +190,10 @@ def scanner_type(config: Config, name: str) -> str:
     raise KeyError(name)
 
 
-def load(path: Path | None) -> Config:
-    """Read and validate a config file; None means built-in defaults."""
+def read_document(path: Path | None) -> dict[str, Any]:
+    """The parsed YAML file as a mapping ({} for no file); ConfigError if unreadable."""
     if path is None:
-        return from_mapping({})
+        return {}
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
@@ -199,7 +202,16 @@ def load(path: Path | None) -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError("", f"{path} is not valid YAML: {error}") from None
-    return from_mapping(data)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("", "the config file must be a mapping of sections", data)
+    return data
+
+
+def load(path: Path | None) -> Config:
+    """Read and validate a config file; None means built-in defaults."""
+    return from_mapping(read_document(path))
 
 
 def dump(config: Config) -> str:
