@@ -54,7 +54,7 @@ def _addresses(host: str) -> set[str]:
     except ValueError:
         pass
     try:
-        return {info[4][0] for info in socket.getaddrinfo(host, None)}
+        return {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
     except OSError:
         return {host}
 

@@ -145,10 +145,9 @@ class Message:
     @cached_property
     def header_end(self) -> int:
         """Offset of the first body byte (after the empty line ending the header)."""
-        position = self.raw.find(b"\r\n\r\n")
-        if position < 0:
-            return len(self.raw)
-        return position + 4
+        from contentfilter.headers import header_section_end
+
+        return header_section_end(self.raw)
 
     @property
     def header_bytes(self) -> bytes:
@@ -179,6 +178,9 @@ class Part:
     size: int = 0
     digest: str = ""
     children: tuple[Part, ...] = ()
+    detected_types: tuple[str, ...] = ()  # every short type: ("exe", "exe-ms"), amavisd-new's T=
+    file_type: str = ""  # libmagic's description of the content (amavisd-new's type_long)
+    attributes: str = ""  # amavisd-new's A= letters: U undecipherable, C encrypted
 
     def walk(self) -> Iterator[Part]:
         yield self

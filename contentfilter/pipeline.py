@@ -246,8 +246,8 @@ class Pipeline:
                     message.log_id, label, delivery.code, delivery.text
                 )
             else:
-                error = RelayError("recipient refused", result.code, result.text)
-                answers[result.recipient] = replies.next_hop_failed(message.log_id, label, error)
+                refusal = RelayError("recipient refused", result.code, result.text)
+                answers[result.recipient] = replies.next_hop_failed(message.log_id, label, refusal)
         return answers, delivery.queue_id
 
     async def _block(
@@ -257,7 +257,7 @@ class Pipeline:
             return replies.for_destiny(message.log_id, verdict)
         reply = replies.rejected(message.log_id, verdict)
         suppressed = await self._send_dsn(
-            message, results, [(verdict.recipient, reply)], verdict.reason
+            message, results, [(verdict.recipient, reply)], verdict.reason, verdict.category
         )
         if suppressed:
             return replies.discarded(message.log_id, f"{verdict.reason} (no DSN: {suppressed})")
@@ -283,6 +283,7 @@ class Pipeline:
         results: tuple[ScanResult, ...],
         failed: Sequence[tuple[Recipient, Reply]],
         reason: str,
+        failed_category: ContentsCategory | None = None,
     ) -> str | None:
         """Send a DSN to the envelope sender; the reason it was suppressed, or None."""
         evidence = policy.gather(message, results, self.config.policy)
@@ -308,6 +309,10 @@ class Pipeline:
             arrival_date=datetime.now(UTC),
             log_id=message.log_id,
             reason=reason,
+            category=failed_category,
+            details=evidence.details(failed_category) if failed_category else (),
+            mail_id=message.mail_id,
+            envid=message.envelope.envid,
         )
         envelope = Envelope("", (Recipient(message.envelope.mail_from),))
         await self.next_hop.deliver(envelope, envelope.recipients, dsn, mail_from="")
@@ -356,17 +361,20 @@ def summary(outcome: Outcome, next_hop: str) -> str:
     spam = next((r.spam for r in outcome.results if r.spam is not None), None)
     passed = any(r.is_success and r.status.startswith("2.0") for r in outcome.recipient_replies)
     original = envelope.xforward_value("ADDR")
+    port = envelope.xforward_value("PORT")
+    client = f"[{original or envelope.client_address}]" + (f":{port}" if original and port else "")
     return logline.summary_line(
         log_id=message.log_id,
         passed=passed,
         category=category,
         details=details,
         actions=tuple(f"{a}Inbound" for a in outcome.actions),
-        client=f"[{envelope.client_address}]",
-        original_client=f"[{original}]" if original else None,
+        client=client,
+        original_client=None,
         sender=envelope.mail_from,
         recipients=[r.address for r in envelope.recipients],
-        queue_id=logline.queue_id_from_headers(message.header_bytes),
+        queue_id=envelope.xforward_value("IDENT")
+        or logline.queue_id_from_headers(message.header_bytes),
         message_id=logline.message_id(message.header_bytes),
         mail_id=message.mail_id,
         hits=spam.score if spam else None,

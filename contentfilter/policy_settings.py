@@ -34,7 +34,7 @@ class Destinies:
             ContentsCategory.BAD_HEADER: "bad_header",
             ContentsCategory.OVERSIZED: "oversized",
         }.get(category)
-        return Destiny.PASS if name is None else getattr(self, name)  # type: ignore[no-any-return]
+        return Destiny.PASS if name is None else getattr(self, name)
 
 
 @dataclass(frozen=True)
@@ -150,15 +150,9 @@ class PolicySettings:
     subject_tags: SubjectTags = SubjectTags()
     recipients: dict[str, RecipientOverrides] = field(default_factory=dict)
     senders: SenderLists = SenderLists()
-    faked_sender_viruses: tuple[str, ...] = (  # @viruses_that_fake_sender_maps
-        "*Worm*",
-        "*Mydoom*",
-        "*Sober*",
-        "*Netsky*",
-        "*Bagle*",
-        "*Phish*",
-        "*Heuristics*",
-    )
+    # @viruses_that_fake_sender_maps; amavisd-new's default: every virus but EICAR fakes
+    # the sender, so no DSN goes out for real viruses. "!pattern" means "does not fake".
+    faked_sender_viruses: tuple[str, ...] = ("!*eicar*", "*")
 
     def base_recipient_policy(self) -> RecipientPolicy:
         return RecipientPolicy(destinies=self.destiny).with_overrides(self.defaults)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from contentfilter.config import NextHopSettings
-from contentfilter.errors import NextHopRefused, NextHopTimeout, NextHopUnavailable, RelayError
+from contentfilter.errors import NextHopRefused, NextHopTimeout, NextHopUnavailable
 from contentfilter.model import Envelope, Recipient
 
 log = logging.getLogger("contentfilter.relay")
@@ -83,7 +83,9 @@ class NextHop:
         connection = await self._acquire()
         sender = envelope.mail_from if mail_from is None else mail_from
         try:
-            delivery = await self._transaction(connection.client, envelope, recipients, data, sender)
+            delivery = await self._transaction(
+                connection.client, envelope, recipients, data, sender
+            )
         except BaseException:
             connection.client.close()  # its state is unknown: never reuse it
             raise

@@ -46,7 +46,7 @@ _ENHANCED = {
 }
 
 
-class FilterEnvelope(Envelope):  # type: ignore[misc]
+class FilterEnvelope(Envelope):
     """aiosmtpd's envelope plus what Postfix sends beside it."""
 
     def __init__(self) -> None:
