@@ -1,0 +1,204 @@
+"""Header and body rules from the config, in the manner of Postfix header_checks.
+
+    scanners:
+      local_rules:
+        type: regex
+        rules:
+          - {header: Subject, pattern: 'invoice.*\\.exe', category: banned, detail: 'exe invoice'}
+          - {header: X-Mailer, pattern: '^BulkMailer', category: spam}
+          - {body: 'wire transfer.*urgent', category: spam, detail: 'advance-fee text'}
+
+A header rule matches the pattern (Python `re`, searched anywhere, case-insensitive
+unless `ignore_case: false`) against the value of every field of that name, after
+unfolding (RFC 5322 2.2.3) and decoding encoded words (RFC 2047), so
+`=?UTF-8?B?...?=` subjects match their text. A body rule searches the body as
+sent, bytes read as Latin-1 (one character per byte, no MIME decoding: base64
+parts stay base64, as in Postfix body_checks), up to `max_body_size` bytes.
+
+Each rule that matches adds one finding of its category; rules are independent.
+Patterns run on the event loop, so the body cap also bounds what a slow pattern
+can cost. Results are not cached: they depend on the headers, and the cache is
+keyed by the body digest.
+"""
+
+from __future__ import annotations
+
+import email.errors
+import email.header
+import logging
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from contentfilter.model import ContentsCategory, Finding, Message, ScanResult
+from scanners import ScannerSettings, register
+
+if TYPE_CHECKING:
+    from contentfilter.config import Config
+
+log = logging.getLogger("contentfilter.scanners.regex")
+
+Category = Literal["bad_header", "spam", "banned", "virus", "unchecked"]
+CATEGORIES: dict[str, ContentsCategory] = {
+    "bad_header": ContentsCategory.BAD_HEADER,
+    "spam": ContentsCategory.SPAM,
+    "banned": ContentsCategory.BANNED,
+    "virus": ContentsCategory.VIRUS,
+    "unchecked": ContentsCategory.UNCHECKED,
+}
+POSTFIX_BODY_CHECKS_SIZE_LIMIT = 51200  # Postfix body_checks_size_limit default, bytes
+_FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 2.2: printable ASCII except ":"
+
+
+@dataclass(frozen=True)
+class RegexRule:
+    """One rule: `header` with `pattern`, or `body` holding the pattern itself."""
+
+    category: Category
+    header: str | None = None
+    pattern: str | None = None
+    body: str | None = None
+    detail: str = ""  # what the finding says; default: the rule itself
+    ignore_case: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.header is None) == (self.body is None):
+            raise ValueError("a rule needs either `header` (with `pattern`) or `body`")
+        if self.header is not None:
+            if not _FIELD_NAME.fullmatch(self.header):
+                raise ValueError(f"header: not a header field name: {self.header!r}")
+            if self.pattern is None:
+                raise ValueError(f"the rule for header {self.header} needs a `pattern`")
+        elif self.pattern is not None:
+            raise ValueError("a body rule has its pattern in `body`: drop `pattern`")
+        try:
+            self.compile()
+        except re.error as error:
+            raise ValueError(f"{self.describe()}: bad regular expression: {error}") from None
+
+    @property
+    def regex(self) -> str:
+        source = self.pattern if self.header is not None else self.body
+        assert source is not None
+        return source
+
+    def compile(self) -> re.Pattern[str]:
+        return re.compile(self.regex, re.IGNORECASE if self.ignore_case else 0)
+
+    def describe(self) -> str:
+        """The rule as the log and the default finding show it: `Subject /pattern/`."""
+        where = self.header if self.header is not None else "body"
+        return f"{where} /{self.regex}/"
+
+    def to_config(self) -> dict[str, object]:
+        """The rule as written in YAML, unset keys left out (for `check-config`)."""
+        keys = ("header", "pattern", "body", "category", "detail", "ignore_case")
+        plain = {key: getattr(self, key) for key in keys}
+        plain = {key: value for key, value in plain.items() if value not in (None, "")}
+        if self.ignore_case:
+            del plain["ignore_case"]
+        return plain
+
+
+@dataclass(frozen=True)
+class RegexSettings(ScannerSettings):
+    """The section of a `type: regex` scanner."""
+
+    rules: tuple[RegexRule, ...] = ()
+    max_body_size: int = POSTFIX_BODY_CHECKS_SIZE_LIMIT  # bytes of body that body rules see
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_body_size < 0:
+            raise ValueError(f"max_body_size must not be negative (got {self.max_body_size})")
+
+
+# --- reading the header ---------------------------------------------------------------
+
+_FOLD = re.compile(rb"\r?\n(?=[ \t])")
+
+
+def header_fields(header: bytes) -> Iterator[tuple[str, str]]:
+    """(name, value) of each header field: unfolded, RFC 2047-decoded, stripped."""
+    for line in _FOLD.sub(b"", header).split(b"\n"):
+        name, colon, value = line.rstrip(b"\r").partition(b":")
+        text_name = name.decode("latin-1").rstrip(" \t")
+        if colon and _FIELD_NAME.fullmatch(text_name):
+            yield text_name, decode_encoded_words(_as_text(value).strip())
+
+
+def _as_text(raw: bytes) -> str:
+    """Raw 8-bit header bytes: UTF-8 where they are (RFC 6532), else Latin-1."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def decode_encoded_words(value: str) -> str:
+    """`=?charset?B|Q?...?=` words decoded (RFC 2047); malformed words are kept as written."""
+    if "=?" not in value:
+        return value
+    try:
+        parts = email.header.decode_header(value)
+    except (email.errors.HeaderParseError, ValueError):
+        return value
+    decoded = []
+    for chunk, charset in parts:
+        if isinstance(chunk, str):
+            decoded.append(chunk)
+            continue
+        try:  # decode_header hands back unencoded text as raw-unicode-escape bytes
+            decoded.append(chunk.decode(charset or "raw-unicode-escape", errors="replace"))
+        except LookupError:  # unknown charset
+            decoded.append(chunk.decode("latin-1"))
+    return "".join(decoded)
+
+
+# --- the scanner ----------------------------------------------------------------------
+
+
+class RegexScanner:
+    """Runs the configured rules over each message's header and body."""
+
+    needs_parts = False
+    cacheable = False  # header rules: the same body can come with other headers
+
+    def __init__(self, name: str, settings: RegexSettings) -> None:
+        self.name = name
+        self.timeout = settings.timeout
+        self.on_failure = settings.on_failure
+        self.settings = settings
+        self.rules = tuple((rule, rule.compile()) for rule in settings.rules)
+
+    async def scan(self, message: Message) -> ScanResult:
+        started = time.perf_counter()
+        findings = tuple(self.findings(message))
+        return ScanResult(self.name, findings, elapsed=time.perf_counter() - started)
+
+    def findings(self, message: Message) -> Iterator[Finding]:
+        """One finding per matching rule, in rule order."""
+        fields: dict[str, list[str]] = {}
+        for name, value in header_fields(message.header_bytes):
+            fields.setdefault(name.lower(), []).append(value)
+        start = message.header_end
+        body = message.raw[start : start + self.settings.max_body_size].decode("latin-1")
+        for rule, regex in self.rules:
+            texts = [body] if rule.header is None else fields.get(rule.header.lower(), [])
+            if any(regex.search(text) for text in texts):
+                log.debug("%s: %s rule %s matched", message.log_id, self.name, rule.describe())
+                detail = rule.detail or rule.describe()
+                yield Finding(CATEGORIES[rule.category], detail, self.name)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+def create(name: str, settings: RegexSettings, config: Config) -> RegexScanner:
+    """The factory the registry calls for a `type: regex` section."""
+    return RegexScanner(name, settings)
+
+
+register("regex", RegexSettings, create)

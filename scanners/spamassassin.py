@@ -1,0 +1,237 @@
+"""SpamAssassin through spamd: one REPORT request per message, with aiospamc.
+
+What spamd 4.0 returns, and so how precise our numbers are:
+- the total score and the required score come from the `Spam:` response header
+  (`Spam: True ; 1001.3 / 5.0`), which spamd prints with one decimal;
+- the per-rule scores come from the report's table (` 2.7 MISSING_DATE  ...`),
+  which SpamAssassin prints with one decimal below 10 points and as a whole
+  number from 10 up (`1000 GTUBE`); tiny scores read as 0.0 or -0.0. The
+  rounded rule scores need not add up to the rounded total. No spamd verb gives
+  more: SYMBOLS and the X-Spam-Status header of HEADERS/PROCESS name the rules
+  without scores, and only HEADERS/PROCESS carry `autolearn=`, so with REPORT
+  `SpamReport.autolearn` stays None (spamd logs it in its own `result:` line);
+- a custom `report` template without the table leaves `SpamReport.tests` empty.
+
+What spamd is handed: the message as received, with `Return-Path: <sender>` on
+top, always. SpamAssassin takes the envelope sender from the topmost
+Return-Path when no Received line is above it (PerMsgStatus::get_envelope_from),
+and a Return-Path already in the message was written by whoever composed it
+(Postfix drops Return-Path on arrival: message_drop_headers). The line goes to
+spamd only, never into the relayed message. No X-Envelope-To is added: it would
+only feed the whitelist_to family of settings, and would hand spamd the full
+recipient list of every message.
+
+Messages larger than `max_size` are not sent (spamc's and amavisd-new's
+behaviour): the result says `skipped`, and the log says why.
+
+Results are cacheable by body digest, as amavisd-new caches them: a second copy
+of a body within the cache TTL gets the first copy's score, even though header
+rules (Received, DKIM) could score it differently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiospamc  # type: ignore[import-untyped]
+import aiospamc.exceptions  # type: ignore[import-untyped]
+import aiospamc.responses  # type: ignore[import-untyped]
+from loguru import logger as loguru_logger
+
+from contentfilter.addresses import HostPort
+from contentfilter.errors import (
+    ScannerError,
+    ScannerProtocolError,
+    ScannerTimeout,
+    ScannerUnavailable,
+)
+from contentfilter.model import FailureAction, Message, ScanResult, SpamReport
+from scanners import ScannerSettings, register
+
+if TYPE_CHECKING:
+    from contentfilter.config import Config
+
+log = logging.getLogger("contentfilter.scanners.spamassassin")
+
+# aiospamc logs every request through loguru, whose default sink is stderr. It
+# disables itself on import; say so again here so that stays true for us.
+loguru_logger.disable("aiospamc")
+
+SPAMC_MAX_SIZE = 512_000  # spamc's default -s limit, in bytes
+_USER = re.compile(r"[!-~]+")  # printable ASCII, no spaces: it becomes a spamd header
+
+
+@dataclass(frozen=True)
+class SpamAssassinSettings(ScannerSettings):
+    """The `scanners.spamassassin` section.
+
+    `server`: spamd's `host:port`, or a unix socket path (starting with "/").
+    `max_size`: larger messages are not sent to spamd (bytes).
+    `user`: the spamd `User` header, for per-user preferences; None: spamd's default.
+    """
+
+    on_failure: FailureAction = FailureAction.PASS
+    server: str = "127.0.0.1:783"
+    connect_timeout: float = 5.0  # seconds to connect to spamd
+    max_size: int = SPAMC_MAX_SIZE
+    user: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.server.startswith("/"):
+            try:
+                HostPort.parse(self.server)
+            except ValueError as error:
+                raise ValueError(f"server: {error} (or a unix socket path)") from None
+        if self.connect_timeout <= 0:
+            raise ValueError(f"connect_timeout must be positive (got {self.connect_timeout})")
+        if self.max_size < 1:
+            raise ValueError(f"max_size must be positive (got {self.max_size})")
+        if self.user is not None and not _USER.fullmatch(self.user):
+            raise ValueError(f"user must be printable ASCII without spaces (got {self.user!r})")
+
+
+# --- spamd's answer -------------------------------------------------------------------
+
+_TABLE_START = re.compile(r"^-+ -+ -+\s*$")  # "---- ------------ -------------"
+_RULE_LINE = re.compile(r"^ {0,4}(-?\d+(?:\.\d+)?) ([A-Za-z0-9_]+)(?: |$)")
+
+
+def parse_rule_table(text: str) -> tuple[tuple[str, float], ...]:
+    """The (rule, points) rows of SpamAssassin's report table, in report order.
+
+    Description continuation lines are indented by 28 spaces, so they never
+    look like a row.
+    """
+    lines = text.splitlines()
+    start = next((n + 1 for n, line in enumerate(lines) if _TABLE_START.match(line)), None)
+    if start is None:
+        return ()
+    rows = (_RULE_LINE.match(line) for line in lines[start:])
+    return tuple((row[2], float(row[1])) for row in rows if row)
+
+
+def spam_report(response: Any) -> SpamReport:
+    """Our SpamReport from an aiospamc Response to REPORT; ValueError if unusable."""
+    spam = response.headers.get("Spam")
+    score = getattr(spam, "score", None)
+    required = getattr(spam, "threshold", None)
+    if not isinstance(score, float) or not isinstance(required, float):
+        raise ValueError(f"no usable Spam header in spamd's reply (got {spam!r})")
+    body = bytes(response.body).decode("utf-8", errors="replace")
+    return SpamReport(score=score, required=required, tests=parse_rule_table(body))
+
+
+# --- what spamd gets ------------------------------------------------------------------
+
+
+def spamd_copy(message: Message) -> bytes:
+    """The bytes sent to spamd: the message with the envelope sender on top."""
+    sender = message.envelope.mail_from
+    if any(char in sender for char in "\r\n<>"):  # cannot be written as one header line
+        return message.raw
+    return b"Return-Path: <" + sender.encode("utf-8", errors="replace") + b">\r\n" + message.raw
+
+
+# --- errors ---------------------------------------------------------------------------
+
+# spamd's status codes (sysexits.h) -> our errors. Not listed: ScannerProtocolError.
+_STATUS_ERRORS: dict[int, type[ScannerError]] = {
+    69: ScannerUnavailable,  # EX_UNAVAILABLE
+    71: ScannerUnavailable,  # EX_OSERR: e.g. cannot fork
+    74: ScannerUnavailable,  # EX_IOERR
+    75: ScannerUnavailable,  # EX_TEMPFAIL
+    79: ScannerTimeout,  # EX_TIMEOUT: spamd's own time limit
+}
+
+
+def _converted(name: str, server: str, error: Exception) -> ScannerError:
+    """aiospamc's and the socket layer's exceptions as ours (one table, one place)."""
+    where = f"spamd {server}"
+    if isinstance(error, aiospamc.responses.ResponseException):
+        kind = _STATUS_ERRORS.get(int(error.code), ScannerProtocolError)
+        return kind(name, f"{where} answered {error.code} {error}")
+    if isinstance(error, aiospamc.exceptions.ClientTimeoutException | TimeoutError):
+        return ScannerTimeout(name, f"{where}: no answer in time")
+    if isinstance(error, aiospamc.exceptions.AIOSpamcConnectionFailed):
+        cause = error.__cause__
+        if isinstance(cause, OSError) and cause.errno:
+            return ScannerUnavailable(name, f"{where}: {os.strerror(cause.errno)}")
+        return ScannerUnavailable(name, f"{where}: {cause or 'connection failed'}")
+    if isinstance(error, OSError):
+        return ScannerUnavailable(name, f"{where}: connection lost ({error})")
+    if isinstance(error, aiospamc.exceptions.BadResponse) and error.args == (b"",):
+        return ScannerUnavailable(name, f"{where}: closed the connection without a reply")
+    if isinstance(error, aiospamc.exceptions.BadResponse) and error.args:
+        return ScannerProtocolError(name, f"{where}: unparseable reply {error.args[0]!r:.120}")
+    return ScannerProtocolError(name, f"{where}: unusable reply ({type(error).__name__})")
+
+
+# --- the scanner ----------------------------------------------------------------------
+
+
+class SpamAssassinScanner:
+    """Asks spamd for a REPORT on each message no larger than `max_size`."""
+
+    needs_parts = False
+    cacheable = True  # by body digest, as amavisd-new does (see the module docstring)
+
+    def __init__(self, name: str, settings: SpamAssassinSettings) -> None:
+        self.name = name
+        self.timeout = settings.timeout
+        self.on_failure = settings.on_failure
+        self.settings = settings
+        if settings.server.startswith("/"):
+            self._where: dict[str, Any] = {"socket_path": Path(settings.server)}
+        else:
+            endpoint = HostPort.parse(settings.server)
+            self._where = {"host": endpoint.host, "port": endpoint.port}
+
+    async def scan(self, message: Message) -> ScanResult:
+        started = time.perf_counter()
+        if message.size > self.settings.max_size:
+            reason = f"size {message.size} > limit {self.settings.max_size}"
+            log.info("%s: %s not asked: %s", message.log_id, self.name, reason)
+            return ScanResult(self.name, skipped=reason, elapsed=time.perf_counter() - started)
+        response = await self._report(spamd_copy(message))
+        try:
+            result = spam_report(response)
+        except ValueError as error:
+            raise ScannerProtocolError(
+                self.name, f"spamd {self.settings.server}: {error}"
+            ) from None
+        elapsed = time.perf_counter() - started
+        log.debug(
+            "%s: spamd %s %.3f s: score %.1f/%.1f %s",
+            message.log_id, self.settings.server, elapsed, result.score, result.required,
+            ",".join(name for name, _ in result.tests),
+        )  # fmt: skip
+        return ScanResult(self.name, spam=result, elapsed=elapsed)
+
+    async def close(self) -> None:
+        """Nothing to release: aiospamc opens one connection per request."""
+
+    async def _report(self, data: bytes) -> Any:
+        timeout = aiospamc.Timeout(total=self.timeout, connection=self.settings.connect_timeout)
+        try:
+            return await aiospamc.report(
+                data, timeout=timeout, user=self.settings.user, **self._where
+            )
+        except (aiospamc.exceptions.ClientException, aiospamc.responses.ResponseException) as error:
+            raise _converted(self.name, self.settings.server, error) from error
+        except Exception as error:  # OSError, TimeoutError, or a parser surprise on garbage
+            raise _converted(self.name, self.settings.server, error) from error
+
+
+def create(name: str, settings: SpamAssassinSettings, config: Config) -> SpamAssassinScanner:
+    """The factory the registry calls for a `type: spamassassin` section."""
+    return SpamAssassinScanner(name, settings)
+
+
+register("spamassassin", SpamAssassinSettings, create)
