@@ -1,17 +1,7 @@
-"""Placeholder decoder: replaced by the full MIME/archive decoder."""
+"""The message decoder's public face (kept for imports): see `contentfilter.decode`."""
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
+from contentfilter.decode import DecoderLimits, decode, describe, format_tree
 
-from contentfilter.model import DecodedMessage, Part
-
-
-@dataclass(frozen=True)
-class DecoderLimits:
-    max_depth: int = 20
-
-
-def decode(raw: bytes, limits: DecoderLimits) -> DecodedMessage:
-    return DecodedMessage(Part("p001", (1,), size=len(raw), digest=hashlib.sha256(raw).hexdigest()))
+__all__ = ["DecoderLimits", "decode", "describe", "format_tree"]

@@ -77,7 +77,9 @@ def attachment(
     return entity(headers, body)
 
 
-def multipart(*parts: bytes, subtype: str = "mixed", boundary: str | None = None, close: bool = True) -> bytes:
+def multipart(
+    *parts: bytes, subtype: str = "mixed", boundary: str | None = None, close: bool = True
+) -> bytes:
     """A multipart entity; `close=False` leaves out the closing delimiter."""
     boundary = boundary or f"=_b{next(_counter)}_{uuid.uuid4().hex[:8]}"
     body = b"".join(b"--" + boundary.encode() + b"\r\n" + part + b"\r\n" for part in parts)
@@ -105,6 +107,31 @@ def nested_multiparts(depth: int) -> bytes:
     for _ in range(depth):
         inner = multipart(inner)
     return message(inner, "nested")
+
+
+def tiny_pe(dll: bool = False) -> bytes:
+    """A harmless 1 KiB Windows executable (or DLL): valid headers, one `ret` instruction.
+
+    libmagic calls it "PE32 executable (GUI) Intel 80386, for MS Windows"; no
+    virus scanner has a reason to, unlike clam.exe.
+    """
+    dos = bytearray(64)
+    dos[0:2] = b"MZ"
+    struct.pack_into("<I", dos, 0x3C, 64)  # e_lfanew: the PE header follows at once
+    characteristics = 0x0102 | (0x2000 if dll else 0)  # EXECUTABLE_IMAGE|32BIT_MACHINE[|DLL]
+    coff = struct.pack("<4sHHIIIHH", b"PE\0\0", 0x14C, 1, 0, 0, 0, 0xE0, characteristics)
+    optional = bytearray(0xE0)
+    struct.pack_into("<HBBIIIIII", optional, 0, 0x10B, 1, 0, 0x200, 0, 0, 0x1000, 0x1000, 0x1000)
+    struct.pack_into("<III", optional, 28, 0x400000, 0x1000, 0x200)
+    struct.pack_into("<HHHHHH", optional, 40, 4, 0, 0, 0, 4, 0)
+    struct.pack_into("<IIII", optional, 56, 0x2000, 0x200, 0, 0)
+    struct.pack_into("<HH", optional, 68, 2, 0)  # subsystem: Windows GUI
+    struct.pack_into("<IIIIII", optional, 72, 0x100000, 0x1000, 0x100000, 0x1000, 0, 16)
+    section = struct.pack(
+        "<8sIIIIIIHHI", b".text", 0x1000, 0x1000, 0x200, 0x200, 0, 0, 0, 0, 0x60000020
+    )
+    headers = bytes(dos) + coff + bytes(optional) + section
+    return headers + bytes(0x200 - len(headers)) + b"\xc3" + bytes(0x1FF)
 
 
 # --- archives ---------------------------------------------------------------------------
@@ -140,7 +167,9 @@ class RawZip:
         self._directory = bytearray()
         self._count = 0
 
-    def add(self, name: str, payload: bytes, *, size: int, crc: int, method: int, flags: int = 0) -> None:
+    def add(
+        self, name: str, payload: bytes, *, size: int, crc: int, method: int, flags: int = 0
+    ) -> None:
         """Add a member whose stored bytes are `payload` (compressed/encrypted already)."""
         encoded = name.encode()
         fields = (20, flags, method, 0, 0x21, crc, len(payload), size, len(encoded))
@@ -160,8 +189,15 @@ class RawZip:
 
     def getvalue(self) -> bytes:
         end = struct.pack(
-            "<IHHHHIIH", 0x06054B50, 0, 0, self._count, self._count,
-            len(self._directory), len(self._body), 0,
+            "<IHHHHIIH",
+            0x06054B50,
+            0,
+            0,
+            self._count,
+            self._count,
+            len(self._directory),
+            len(self._body),
+            0,
         )
         return bytes(self._body + self._directory + end)
 
@@ -218,6 +254,34 @@ def zeros_zip(size: int, name: str = "zeros.bin") -> bytes:
     return archive.getvalue()
 
 
+def zeros_gzip(size: int) -> bytes:
+    """A gzip bomb (RFC 1952): `size` zero bytes, no size announced anywhere but the trailer."""
+    chunk = 1024 * 1024
+    assert size % chunk == 0
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = compressor.compress(bytes(chunk)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    crc = 0
+    for _ in range(size // chunk):
+        crc = zlib.crc32(bytes(chunk), crc)
+    header = b"\x1f\x8b\x08\x00" + bytes(4) + b"\x02\xff"
+    trailer = struct.pack("<II", crc, size & 0xFFFFFFFF)
+    return header + block * (size // chunk) + compressor.flush() + trailer
+
+
+def binhex_rle_bomb(runs: int = 500_000) -> bytes:
+    """BinHex 4.0 text whose run-length code expands 1,000-fold: 0x90 0xFF repeats 254 times."""
+    fork = b"\x00" + b"\x90\xff" * runs
+    header = (
+        b"\x01x\x00" + b"TEXTttxt" + b"\x00\x00" + struct.pack(">II", 254 * runs, 0) + b"\x00\x00"
+    )
+    encoded = base64.b64encode(header + fork).rstrip(b"=")
+    alphabet = b"!\"#$%&'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr"
+    standard = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    hqx = encoded.translate(bytes.maketrans(standard, alphabet))
+    lines = b"\r\n".join(hqx[i : i + 64] for i in range(0, len(hqx), 64))
+    return b"(This file must be converted with BinHex 4.0)\r\n:" + lines + b":\r\n"
+
+
 def nested_zip_bomb(levels: int = 5, fanout: int = 16, leaf_size: int = 16 * 1024 * 1024) -> bytes:
     """A 42.zip-style bomb: `fanout` copies of the level below at every level."""
     current = zeros_zip(leaf_size, "0.bin")
@@ -255,7 +319,8 @@ def tnef(attachments: Iterable[tuple[str, bytes]], long_names: bool = True) -> b
     out += _tnef_attribute(1, 0x00078008, b"IPM.Microsoft Mail.Note\0")  # attMessageClass
     for name, data in attachments:
         out += _tnef_attribute(2, 0x00069002, bytes(14))  # attAttachRendData
-        short = name[:8].upper() + ("." + name.rsplit(".", 1)[1][:3].upper() if "." in name else "")
+        stem, dot, extension = name.rpartition(".") if "." in name else (name, "", "")
+        short = stem[:8].upper() + dot + extension[:3].upper()
         out += _tnef_attribute(2, 0x00018010, short.encode("cp1252") + b"\0")  # attAttachTitle
         out += _tnef_attribute(2, 0x0006800F, data)  # attAttachData
         if long_names:
@@ -273,3 +338,59 @@ def _mapi_long_filename(name: str) -> bytes:
     padded = value + bytes(-len(value) % 4)
     prop = struct.pack("<HH", 0x001F, 0x3707) + struct.pack("<II", 1, len(value)) + padded
     return struct.pack("<I", 1) + prop
+
+
+# --- the banned samples in samples/ ------------------------------------------------------
+
+
+def _sample(subject: str, *attachments: bytes, number: int) -> bytes:
+    boundary = f"=_sample_{number}"
+    body = multipart(
+        text("Hello Bob,\r\n\r\nplease see the attachment.\r\n"), *attachments, boundary=boundary
+    )
+    headers = [
+        "From: Alice Example <alice@example.org>",
+        "To: Bob Example <bob@example.com>",
+        f"Subject: {subject}",
+        "Date: Fri, 20 Nov 2026 10:00:00 +0000",
+        f"Message-ID: <banned-{number}@example.org>",
+        "MIME-Version: 1.0",
+    ]
+    return ("\r\n".join(headers) + "\r\n").encode() + body
+
+
+def samples() -> dict[str, bytes]:
+    """The sample messages for `contentfilter scan` and the manual (LF line ends on disk)."""
+    pe = tiny_pe()
+    forwarded = message(multipart(text(), attachment(pe, "screensaver.scr")), "Fwd: fun")
+    messages = {
+        "banned-exe.eml": _sample("Invoice", attachment(pe, "invoice.exe"), number=1),
+        "banned-double-extension.eml": _sample(
+            "Rechnung", attachment(pe, "Rechnung.pdf.scr", "application/pdf"), number=2
+        ),
+        "banned-rfc2047-name.eml": _sample(
+            "Zahlung", attachment(pe, "=?UTF-8?B?WmFobHVuZ3NhdmlzLmV4ZQ==?="), number=3
+        ),
+        "banned-disguised-exe.eml": _sample(
+            "Report", attachment(pe, "report.txt", "text/plain"), number=4
+        ),
+        "banned-tnef-exe.eml": _sample(
+            "Outlook",
+            attachment(tnef([("Setup Tool.exe", pe)]), "winmail.dat", "application/ms-tnef"),
+            number=5,
+        ),
+        "banned-in-forwarded-message.eml": _sample("Fwd", rfc822(forwarded, "fun.eml"), number=6),
+        "unchecked-encrypted-zip.eml": _sample(
+            "Confidential",
+            attachment(encrypted_zip({"salaries.txt": b"secret\n"}), "salaries.zip"),
+            number=7,
+        ),
+    }
+    return {name: raw.replace(b"\r\n", b"\n") for name, raw in messages.items()}
+
+
+if __name__ == "__main__":  # python -m tests.support.mimegen samples/
+    import sys
+
+    for file_name, content in samples().items():
+        (Path(sys.argv[1]) / file_name).write_bytes(content)

@@ -13,6 +13,7 @@ Postfix's log goes to `workdir/maillog` through postlogd. The system's Postfix
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -205,6 +206,10 @@ def _write_config(postfix: Postfix) -> None:
     )
 
 
+def _greets_with_220(port: int) -> bool:
+    return smtp_greeting("127.0.0.1", port).startswith(b"220")
+
+
 @contextlib.contextmanager
 def start_postfix(
     workdir: Path, filter_port: int, sink_port: int, timeout: float = 60.0
@@ -236,7 +241,7 @@ def start_postfix(
     try:
         for port in (postfix.smtpd_port, postfix.reinject_port):
             wait_until(
-                lambda port=port: smtp_greeting("127.0.0.1", port).startswith(b"220"),
+                functools.partial(_greets_with_220, port),
                 f"postfix smtpd on port {port}",
                 timeout,
                 log=postfix.maillog,

@@ -30,7 +30,7 @@ Drop = Literal["after_354", "before_data_reply"]
 class Transaction:
     """One MAIL..DATA transaction as the sink saw it."""
 
-    mail_from: str
+    mail_from: str  # "" for the null sender <>
     mail_options: list[str]
     rcpt_tos: list[str]  # accepted recipients, in order
     rcpt_options: dict[str, list[str]]  # accepted recipient -> its RCPT parameters
@@ -53,37 +53,51 @@ class Behaviour:
     hang: bool = False  # never answer end-of-DATA
 
 
-class _SinkSMTP(SMTP):  # type: ignore[misc]
-    """aiosmtpd's SMTP plus XFORWARD, DSN parameters and fault injection."""
+class _SinkSMTP(SMTP):
+    """aiosmtpd's SMTP plus XFORWARD, DSN parameters and fault injection.
 
-    sink: CaptureSink
+    aiosmtpd makes one instance per connection, so per-session state lives here.
+    """
+
+    def __init__(self, sink: CaptureSink, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sink = sink
+        self.xforward: dict[str, str] = {}
+        self.mail_parameters: list[str] = []  # of the current MAIL, as sent
+        self.rcpt_parameters: list[str] = []  # of the current RCPT, as sent
+        self.accepted_parameters: dict[str, list[str]] = {}  # recipient -> its parameters
+        self.refused: dict[str, str] = {}  # recipient -> our refusal
 
     async def smtp_XFORWARD(self, arg: str | None) -> None:
         if await self.check_helo_needed():
             return
-        attributes = {}
         for token in (arg or "").split():
             name, _, value = token.partition("=")
-            attributes[name.upper()] = value
-        self.session.xforward.update(attributes)
+            self.xforward[name.upper()] = value
         await self.push("250 2.0.0 Ok")
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        self.session.raw_mail_options = _parameters(arg, "FROM:")
+        self.mail_parameters = _parameters(arg, "FROM:")
+        self.accepted_parameters = {}
+        self.refused = {}
         await super().smtp_MAIL(_without(arg, _DSN_MAIL_PARAMETERS))
 
     async def smtp_RCPT(self, arg: str | None) -> None:
-        self.session.raw_rcpt_options = _parameters(arg, "TO:")
+        self.rcpt_parameters = _parameters(arg, "TO:")
         await super().smtp_RCPT(_without(arg, _DSN_RCPT_PARAMETERS))
 
-    async def smtp_DATA(self, arg: str | None) -> None:
-        if self.sink.behaviour.drop == "after_354" and self.envelope.rcpt_tos:
+    async def smtp_DATA(self, arg: str) -> None:
+        if self.sink.behaviour.drop == "after_354" and self.envelope and self.envelope.rcpt_tos:
             await self.push("354 End data with <CR><LF>.<CR><LF>")
             await self._reader.readuntil(b"\r\n")  # take one line, then vanish
-            self.transport.abort()
-            await asyncio.sleep(3600)  # connection_lost() cancels us
-            return
+            await self.vanish()
         await super().smtp_DATA(arg)
+
+    async def vanish(self) -> None:
+        """Drop the connection without a word; connection_lost() cancels the caller."""
+        assert isinstance(self.transport, asyncio.Transport)
+        self.transport.abort()
+        await asyncio.sleep(3600)
 
 
 def _parameters(arg: str | None, keyword: str) -> list[str]:
@@ -116,7 +130,7 @@ class _Handler:
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
-        session.xforward = {}
+        server.xforward = {}
         extra = ["250-XFORWARD NAME ADDR PROTO HELO SOURCE", "250-DSN", "250-ENHANCEDSTATUSCODES"]
         return responses[:-1] + extra + responses[-1:]
 
@@ -128,10 +142,8 @@ class _Handler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        envelope.mail_from = address
-        envelope.mail_options = list(session.raw_mail_options)
-        envelope.refused = {}
-        envelope.rcpt_parameters = {}
+        envelope.mail_from = address  # "<>" for the null sender: aiosmtpd needs it truthy
+        envelope.mail_options = list(server.mail_parameters)
         return "250 2.1.0 Ok"
 
     async def handle_RCPT(
@@ -145,32 +157,20 @@ class _Handler:
         behaviour = self.sink.behaviour
         reply = behaviour.rcpt_replies.get(address, behaviour.rcpt_reply)
         if reply is not None and not reply.startswith("2"):
-            envelope.refused[address] = reply
+            server.refused[address] = reply
             return reply
         envelope.rcpt_tos.append(address)
-        envelope.rcpt_parameters[address] = list(session.raw_rcpt_options)
+        server.accepted_parameters[address] = list(server.rcpt_parameters)
         return reply or "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: _SinkSMTP, session: Session, envelope: Envelope) -> str:
         behaviour = self.sink.behaviour
-        transaction = Transaction(
-            mail_from=envelope.mail_from,
-            mail_options=list(envelope.mail_options),
-            rcpt_tos=list(envelope.rcpt_tos),
-            rcpt_options=dict(envelope.rcpt_parameters),
-            refused=dict(envelope.refused),
-            data=bytes(envelope.original_content),
-            xforward=dict(getattr(session, "xforward", {})),
-            helo=session.host_name or "",
-            peer=f"{session.peer[0]}:{session.peer[1]}",
-        )
-        if behaviour.hang:
+        transaction = _transaction(server, session, envelope)
+        if behaviour.hang or behaviour.drop == "before_data_reply":
             self.sink._record(transaction, accepted=False)
-            await asyncio.sleep(3600)
-        if behaviour.drop == "before_data_reply":
-            self.sink._record(transaction, accepted=False)
-            server.transport.abort()
-            await asyncio.sleep(3600)  # connection_lost() cancels us
+            if behaviour.hang:
+                await asyncio.sleep(3600)
+            await server.vanish()
         self.sink.counter += 1
         transaction.reply = behaviour.data_reply or (
             f"250 2.0.0 Ok: queued as SINK{self.sink.counter:04d}"
@@ -179,15 +179,29 @@ class _Handler:
         return transaction.reply
 
 
-class _SinkController(Controller):  # type: ignore[misc]
+def _transaction(server: _SinkSMTP, session: Session, envelope: Envelope) -> Transaction:
+    mail_from = envelope.mail_from or ""
+    peer_host, peer_port = session.peer if isinstance(session.peer, tuple) else ("?", 0)
+    return Transaction(
+        mail_from="" if mail_from == "<>" else mail_from,
+        mail_options=list(envelope.mail_options),
+        rcpt_tos=list(envelope.rcpt_tos),
+        rcpt_options=dict(server.accepted_parameters),
+        refused=dict(server.refused),
+        data=bytes(envelope.original_content or b""),
+        xforward=dict(server.xforward),
+        helo=session.host_name or "",
+        peer=f"{peer_host}:{peer_port}",
+    )
+
+
+class _SinkController(Controller):
     def __init__(self, sink: CaptureSink, **kwargs: Any) -> None:
         super().__init__(_Handler(sink), **kwargs)
         self.sink = sink
 
     def factory(self) -> _SinkSMTP:
-        server = _SinkSMTP(self.handler, **self.SMTP_kwargs)
-        server.sink = self.sink
-        return server
+        return _SinkSMTP(self.sink, self.handler, **self.SMTP_kwargs)
 
 
 class CaptureSink:

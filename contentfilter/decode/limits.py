@@ -1,0 +1,44 @@
+"""How much work decoding one message may take: the `decoder:` section.
+
+The names in comments are amavisd-new's settings with the same meaning. amavisd-new
+gives each message a storage quota of `size * $MAX_EXPANSION_FACTOR` bytes for
+everything it decodes; we do the same and also cap it from above and below, so a
+tiny message with a legitimately well-compressed attachment still gets a workable
+quota and a large one cannot expand to gigabytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True)
+class DecoderLimits:
+    """Bounds on decoding one message; hitting any makes the message UNCHECKED."""
+
+    max_depth: int = 14  # $MAXLEVELS: archives (and other encodings) within each other
+    max_mime_depth: int = 40  # multiparts and attached messages within each other
+    max_files: int = 3000  # $MAXFILES: MIME parts and archive members together
+    max_expansion_ratio: int = 500  # $MAX_EXPANSION_FACTOR: quota = message size * ratio
+    min_total_bytes: int = 10 * MiB  # the quota is never below this ($MIN_EXPANSION_QUOTA)
+    max_total_bytes: int = 500 * MiB  # ... nor above this ($MAX_EXPANSION_QUOTA)
+    max_member_size: int = 100 * MiB  # one decoded part or archive member
+    temp_directory: str = ""  # large archive members are spooled here ("" = $TMPDIR)
+
+    def __post_init__(self) -> None:
+        for name in ("max_depth", "max_mime_depth", "max_files", "max_expansion_ratio"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
+        for name in ("min_total_bytes", "max_total_bytes", "max_member_size"):
+            if getattr(self, name) < 1024:
+                raise ValueError(f"{name} must be at least 1024 bytes (got {getattr(self, name)})")
+        if self.min_total_bytes > self.max_total_bytes:
+            raise ValueError("min_total_bytes must not exceed max_total_bytes")
+
+    def quota(self, message_size: int) -> int:
+        """Bytes that decoding a message of this size may produce in all."""
+        by_ratio = message_size * self.max_expansion_ratio
+        return max(self.min_total_bytes, min(self.max_total_bytes, by_ratio))
