@@ -234,6 +234,7 @@ async def _scan(config: Config, message: Message) -> list[str]:
     lines.append("parts:")
     lines.extend("  " + line for line in mime.format_tree(decoded))
     lines.extend(f"  problem: {problem}" for problem in decoded.problems)
+    lines.extend(_banned_lines(config, decoded))
     try:
         results = await pipeline.scan(message)
     except Exception as error:
@@ -246,6 +247,17 @@ async def _scan(config: Config, message: Message) -> list[str]:
     context = policy.Context(config.server.hostname, config.policy, None)
     for verdict in policy.decide(message, results, context):
         lines.extend(_verdict_lines(message, verdict))
+    return lines
+
+
+def _banned_lines(config: Config, decoded: Any) -> list[str]:
+    from scanners import banned
+
+    lines = []
+    for name, settings in config.enabled_scanners().items():
+        if isinstance(settings, banned.BannedSettings):
+            lines.append(f"banned-file rules ({name}):")
+            lines.extend("  " + line for line in banned.explain(decoded, settings.rules))
     return lines
 
 

@@ -187,16 +187,6 @@ class Part:
         for child in self.children:
             yield from child.walk()
 
-    def describe(self) -> str:
-        """amavisd-new's part description: P=p004,L=1/2/1,M=...,T=exe,N=run.exe."""
-        fields = [f"P={self.part_id}", "L=" + "/".join(str(n) for n in self.level)]
-        if self.declared_type:
-            fields.append(f"M={self.declared_type}")
-        if self.detected_type:
-            fields.append(f"T={self.detected_type}")
-        fields.extend(f"N={name}" for name in self.names)
-        return ",".join(fields)
-
 
 @dataclass(frozen=True, slots=True)
 class DecodedMessage:

@@ -89,7 +89,7 @@ def _virus(evidence: Evidence, policy: RecipientPolicy) -> str | None:
 def _banned(evidence: Evidence, policy: RecipientPolicy) -> str | None:
     parts = evidence.details(C.BANNED)
     if parts and not policy.bypass_banned_checks:
-        return "BANNED: " + ", ".join(parts)
+        return "BANNED: " + parts[0]  # amavisd-new names the first banned part only
     return None
 
 

@@ -54,7 +54,6 @@ __all__ = [
 ]
 
 CLAMAV_TEST_FILE = Path("/usr/share/clamav-testfiles/clam.exe")
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
@@ -138,6 +137,7 @@ def start_clamd(workdir: Path, timeout: float = 120.0) -> Iterator[Clamd]:
                 "SelfCheck 0",
                 "ConcurrentDatabaseReload no",
                 "StreamMaxLength 60M",
+                "MaxRecursion 30",
                 # Running as root: no User line, so clamd does not try to switch.
                 "",
             ]

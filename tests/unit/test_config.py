@@ -104,3 +104,10 @@ def test_command_line_overrides_file(tmp_path: Path) -> None:
     assert str(settings.server.listen[0].address) == "127.0.0.1:2424"
     assert "clamav" not in settings.enabled_scanners()
     assert settings.scanners["spamassassin"].server == "127.0.0.1:7830"  # type: ignore[attr-defined]
+
+
+def test_shipped_config_carries_the_tutorial_banned_rules() -> None:
+    from scanners import banned
+
+    settings = config.load(REPO / "config" / "contentfilter.yaml")
+    assert settings.scanners["banned"].rules == banned.TUTORIAL_RULES  # type: ignore[attr-defined]
