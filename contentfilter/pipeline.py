@@ -200,7 +200,7 @@ class Pipeline:
             per_recipient.update(replies_for)
             if queue_id:
                 queued.append(queue_id)
-            actions.append("RelayedTagged" if cluster[0].subject_tag else "Relayed")
+            actions.append(_relay_action(cluster[0], list(replies_for.values())))
         for verdict in verdicts:
             if verdict.destiny is Destiny.PASS:
                 continue
@@ -332,6 +332,13 @@ _ACTION_NAMES = {
     ("5", Destiny.DISCARD): "Rejected",
     ("2", Destiny.REJECT): "Rejected",
 }
+
+
+def _relay_action(verdict: Verdict, answers: Sequence[Reply]) -> str:
+    """The log line's word for a relay attempt: what really happened to the copy."""
+    if any(a.is_success for a in answers):
+        return "RelayedTagged" if verdict.subject_tag else "Relayed"
+    return "TempFailed" if any(a.is_tempfail for a in answers) else "Rejected"
 
 
 def clusters(verdicts: Sequence[Verdict]) -> list[list[Verdict]]:

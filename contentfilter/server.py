@@ -208,6 +208,30 @@ class Handler:
         ]
         return [*responses[:-1], *extra, "250 HELP"]
 
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"  # RFC 3463: 2.1.0 other address status
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Ok"  # RFC 3463: 2.1.5 destination address valid
+
     async def handle_exception(self, error: Exception) -> str:
         log.exception("session error")
         return replies.render(replies.failure("-", error))

@@ -20,7 +20,7 @@ from contentfilter.model import (
     ScanResult,
     SpamReport,
 )
-from contentfilter.pipeline import Pipeline
+from contentfilter.pipeline import Pipeline, summary
 from contentfilter.relay import Delivery, RecipientResult
 
 RAW = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: hello\r\n\r\nbody line\r\n"
@@ -195,6 +195,18 @@ async def test_next_hop_trouble_reaches_upstream(error: Exception, code: int) ->
         message()
     )
     assert outcome.reply.code == code
+    line = summary(outcome, "[127.0.0.1]:10025")
+    assert line.startswith("(100-01) Blocked CLEAN {")
+    assert ("{TempFailedInbound}" if code == 451 else "{RejectedInbound}") in line
+
+
+async def test_log_line_for_relayed_and_discarded_mail() -> None:
+    relayed = await pipeline(FakeScanner("clamav")).handle(message())
+    infected = await pipeline(FakeScanner("clamav", (EICAR,))).handle(message())
+    assert summary(relayed, "x").startswith("(100-01) Passed CLEAN {RelayedInbound}, ")
+    assert summary(infected, "x").startswith(
+        "(100-01) Blocked INFECTED (Eicar-Test-Signature) {DiscardedInbound}, "
+    )
 
 
 async def test_partial_acceptance_answers_250_and_bounces_the_refused() -> None:
