@@ -148,7 +148,7 @@ class Config:
 
 def default_scanners() -> dict[str, Any]:
     """The scanners that run when the config file does not list any."""
-    return {"clamav": {}, "spamassassin": {}, "banned": {}}
+    return {"clamav": {}, "spamassassin": {}, "banned": {}, "bad_header": {}}
 
 
 def from_mapping(data: object) -> Config:

@@ -50,4 +50,4 @@ def register(type_name: str, settings: type[ScannerSettings], create: Factory) -
 
 def load_builtin() -> None:
     """Import the scanner modules shipped with the filter (each registers itself)."""
-    from scanners import banned, clamav, regex, spamassassin  # noqa: F401
+    from scanners import banned, clamav, header_check, regex, spamassassin  # noqa: F401

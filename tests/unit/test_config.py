@@ -22,7 +22,7 @@ def test_defaults_are_amavisd_new_defaults() -> None:
     assert settings.policy.destiny.banned is Destiny.DISCARD
     assert settings.policy.destiny.spam is Destiny.PASS
     assert settings.policy.destiny.oversized is Destiny.BOUNCE
-    assert set(settings.enabled_scanners()) == {"clamav", "spamassassin", "banned"}
+    assert set(settings.enabled_scanners()) == {"clamav", "spamassassin", "banned", "bad_header"}
     assert settings.scanners["clamav"].on_failure is FailureAction.TEMPFAIL
     assert settings.scanners["spamassassin"].on_failure is FailureAction.PASS
 
