@@ -42,6 +42,9 @@ log = logging.getLogger("contentfilter")
 detail_log = logging.getLogger("contentfilter.pipeline")
 
 
+INLINE_DECODE_SIZE = 32 * 1024  # smaller messages are decoded on the event loop
+
+
 class Deliverer(Protocol):
     """Where passed copies and our own DSNs go (contentfilter.relay.NextHop)."""
 
@@ -88,6 +91,8 @@ class Pipeline:
     async def decode(self, message: Message) -> DecodedMessage:
         if message.parts is not None:
             return message.parts
+        if message.size <= INLINE_DECODE_SIZE:  # cheaper than a thread hand-off
+            return mime.decode(message.raw, self.config.decoder)
         return await asyncio.to_thread(mime.decode, message.raw, self.config.decoder)
 
     async def _run(self, scanner: Scanner, message: Message) -> ScanResult:

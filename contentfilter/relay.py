@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -193,10 +194,24 @@ class NextHop:
             await client.rset()
             worst = min(results, key=lambda r: r.code >= 500)  # a 4xx wins: retry later
             raise NextHopRefused(f"{self.label} refused every recipient", worst.code, worst.text)
-        reply = await client.data(data, timeout=self.settings.data_timeout)
+        reply = await self._data(client, data)
         if reply.code >= 400:
             raise NextHopRefused(f"{self.label} refused the message", reply.code, reply.message)
         return Delivery(tuple(results), reply.code, reply.message)
+
+    async def _data(self, client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
+        """DATA without aiosmtplib's line-ending regexes (50 ms for a 2 MB message).
+
+        Our messages have CRLF line endings only (the server refuses bare CR and LF),
+        so dot-stuffing (RFC 5321 section 4.5.2) is one bytes.replace.
+        """
+        start = await client.execute_command(b"DATA")
+        if start.code != 354:
+            raise NextHopRefused(f"{self.label} refused DATA", start.code, start.message)
+        if client.protocol is None:
+            raise NextHopUnavailable(f"lost connection to {self.label}")
+        client.protocol.write(dot_stuffed(data))
+        return await client.protocol.read_response(timeout=self.settings.data_timeout)
 
     async def _rcpt(
         self, client: aiosmtplib.SMTP, recipient: Recipient, encoding: str
@@ -222,6 +237,18 @@ class NextHop:
         )
         if reply.code >= 400:
             log.debug("next hop refused XFORWARD: %s %s", reply.code, reply.message)
+
+
+def dot_stuffed(data: bytes) -> bytes:
+    """The message as it goes on the wire after DATA, end-of-data line included."""
+    if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
+        data = re.sub(rb"\r\n|\r|\n", b"\r\n", data)  # a DSN or edit gone wrong: be safe
+    if data and not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed + b".\r\n"
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:

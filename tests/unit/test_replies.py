@@ -84,3 +84,19 @@ def test_long_replies_become_continuation_lines() -> None:
     assert len(lines) == 3
     assert all(len(line) <= 510 for line in lines)
     assert lines[0].startswith("554-5.7.0 ") and lines[-1].startswith("554 5.7.0 ")
+
+
+@pytest.mark.parametrize(
+    ("data", "wire"),
+    [
+        (b"a\r\n", b"a\r\n.\r\n"),
+        (b"", b".\r\n"),
+        (b".starts with a dot\r\n", b"..starts with a dot\r\n.\r\n"),
+        (b"x\r\n.\r\n..\r\ny", b"x\r\n..\r\n...\r\ny\r\n.\r\n"),
+        (b"bare\nlf\r\n", b"bare\r\nlf\r\n.\r\n"),
+    ],
+)
+def test_dot_stuffing_for_the_next_hop(data: bytes, wire: bytes) -> None:
+    from contentfilter.relay import dot_stuffed
+
+    assert dot_stuffed(data) == wire
