@@ -313,3 +313,4 @@ class Outcome:
     queued_as: tuple[str, ...] = ()
     elapsed: float = 0.0
     actions: tuple[str, ...] = field(default=())  # "Relayed", "Discarded", "Bounced"...
+    next_hop_failed: bool = False  # a copy was refused or not taken by the next hop

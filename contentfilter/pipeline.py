@@ -200,12 +200,14 @@ class Pipeline:
         per_recipient: dict[Recipient, Reply] = {}
         queued: list[str] = []
         actions: list[str] = []
+        next_hop_failed = False
         for cluster in clusters(verdicts):
             replies_for, queue_id = await self._relay(message, cluster)
             per_recipient.update(replies_for)
             if queue_id:
                 queued.append(queue_id)
             actions.append(_relay_action(cluster[0], list(replies_for.values())))
+            next_hop_failed |= not all(r.is_success for r in replies_for.values())
         for verdict in verdicts:
             if verdict.destiny is Destiny.PASS:
                 continue
@@ -227,6 +229,7 @@ class Pipeline:
             ordered,
             tuple(queued),
             actions=tuple(dict.fromkeys(actions)),
+            next_hop_failed=next_hop_failed,
         )
 
     async def _relay(
@@ -372,6 +375,8 @@ def summary(outcome: Outcome, next_hop: str) -> str:
     details = [f.detail for r in outcome.results for f in r.findings if f.category is category]
     spam = next((r.spam for r in outcome.results if r.spam is not None), None)
     passed = any(r.is_success and r.status.startswith("2.0") for r in outcome.recipient_replies)
+    if outcome.next_hop_failed and not passed:
+        category = max(category, ContentsCategory.MTA)  # amavisd-new's MTA-BLOCKED
     original = envelope.xforward_value("ADDR")
     port = envelope.xforward_value("PORT")
     client = f"[{original or envelope.client_address}]" + (f":{port}" if original and port else "")

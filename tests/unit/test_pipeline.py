@@ -196,7 +196,7 @@ async def test_next_hop_trouble_reaches_upstream(error: Exception, code: int) ->
     )
     assert outcome.reply.code == code
     line = summary(outcome, "[127.0.0.1]:10025")
-    assert line.startswith("(100-01) Blocked CLEAN {")
+    assert line.startswith("(100-01) Blocked MTA-BLOCKED {")
     assert ("{TempFailedInbound}" if code == 451 else "{RejectedInbound}") in line
 
 
