@@ -38,6 +38,22 @@ from benchmarks import messages
 PREBUILD_BUDGET = 1536 * 1024 * 1024  # bytes of messages built before the clock starts
 
 
+def _sent(
+    index: int,
+    kind: str,
+    message: bytes,
+    start: float,
+    data_start: float,
+    data_sent: float,
+    code: int,
+    text: str,
+) -> Sent:
+    """The record of one message whose final reply (or failure) was just read."""
+    return Sent(
+        index, kind, len(message), start, data_start, data_sent, time.monotonic(), code, text[:200]
+    )
+
+
 @dataclass
 class Sent:
     """One message's outcome as the client saw it."""
@@ -199,19 +215,7 @@ async def smtp_worker(host: str, port: int, source: Source, max_use: int, out: l
             code, text = 0, f"connection: {error!r}"
             data_start = data_sent = time.monotonic()
             session = None
-        out.append(
-            Sent(
-                index,
-                kind,
-                len(message),
-                start,
-                data_start,
-                data_sent,
-                time.monotonic(),
-                code,
-                text[:200],
-            )
-        )
+        out.append(_sent(index, kind, message, start, data_start, data_sent, code, text))
     if session is not None:
         await session.quit()
 
@@ -224,19 +228,7 @@ async def spamd_worker(
         start = time.monotonic()
         if len(message) > size_limit:
             # As spamc -s: not sent, passed on unscanned; the filters do the same.
-            out.append(
-                Sent(
-                    index,
-                    kind,
-                    len(message),
-                    start,
-                    start,
-                    start,
-                    start,
-                    250,
-                    "skipped: over size limit",
-                )
-            )
+            out.append(_sent(index, kind, message, start, start, start, 250, "skipped: size"))
             continue
         try:
             reader, writer = await asyncio.open_connection(host, port)
@@ -260,19 +252,7 @@ async def spamd_worker(
             data_start = data_sent = time.monotonic()
         # spamd's EX_OK (0) is our success; keep SMTP-like codes: 250 ok, 451 error.
         code = 250 if code == 0 else 451
-        out.append(
-            Sent(
-                index,
-                kind,
-                len(message),
-                start,
-                data_start,
-                data_sent,
-                time.monotonic(),
-                code,
-                text[:200],
-            )
-        )
+        out.append(_sent(index, kind, message, start, data_start, data_sent, code, text))
 
 
 async def run_phase(

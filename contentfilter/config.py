@@ -72,8 +72,7 @@ class ServerSettings:
             raise ValueError("listen: at least one listener is needed")
         if self.message_size_limit < 1024:
             raise ValueError("message_size_limit must be at least 1024 bytes")
-        if self.idle_timeout <= 0 or self.max_sessions < 1:
-            raise ValueError("idle_timeout and max_sessions must be positive")
+        schema.require_positive(self, "idle_timeout", "max_sessions")
 
 
 @dataclass(frozen=True)
@@ -89,11 +88,9 @@ class NextHopSettings:
     xforward: bool = True  # pass the original client on when the next hop offers XFORWARD
 
     def __post_init__(self) -> None:
-        for name in ("connect_timeout", "command_timeout", "data_timeout", "max_idle"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        if self.max_use < 1:
-            raise ValueError("max_use must be at least 1")
+        schema.require_positive(
+            self, "connect_timeout", "command_timeout", "data_timeout", "max_idle", "max_use"
+        )
 
 
 @dataclass(frozen=True)
@@ -105,8 +102,7 @@ class CacheSettings:
     max_entries: int = 10000
 
     def __post_init__(self) -> None:
-        if self.ttl <= 0 or self.max_entries < 1:
-            raise ValueError("ttl and max_entries must be positive")
+        schema.require_positive(self, "ttl", "max_entries")
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,14 @@ def _convert_scalar(kind: Any, value: object, path: str) -> Any:
     raise TypeError(f"schema cannot convert to {kind!r} at {path}")
 
 
+def require_positive(settings: object, *names: str) -> None:
+    """For `__post_init__`: ValueError naming the first of these fields that is not > 0."""
+    for name in names:
+        value = getattr(settings, name)
+        if value <= 0:
+            raise ValueError(f"{name} must be positive (got {value})")
+
+
 def to_plain(value: object) -> object:
     """The effective settings as plain values (for `check-config` to print)."""
     if hasattr(value, "to_config"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from contentfilter.model import FailureAction, Scanner
+from contentfilter.schema import require_positive
 
 if TYPE_CHECKING:
     from contentfilter.config import Config
@@ -27,8 +28,7 @@ class ScannerSettings:
     on_failure: FailureAction = FailureAction.TEMPFAIL
 
     def __post_init__(self) -> None:
-        if self.timeout <= 0:
-            raise ValueError(f"timeout must be positive (got {self.timeout})")
+        require_positive(self, "timeout")
 
 
 Factory = Callable[[str, Any, "Config"], Scanner]

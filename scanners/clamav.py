@@ -41,6 +41,7 @@ from contentfilter.errors import (
     ScannerUnavailable,
 )
 from contentfilter.model import ContentsCategory, FailureAction, Finding, Message, ScanResult
+from contentfilter.schema import require_positive
 from scanners import ScannerSettings, register
 
 if TYPE_CHECKING:
@@ -83,12 +84,9 @@ class ClamAVSettings(ScannerSettings):
                 ClamdServer.parse(server)
             except ValueError as error:
                 raise ValueError(f"servers[{index}]: {error}") from None
-        if self.connect_timeout <= 0:
-            raise ValueError(f"connect_timeout must be positive (got {self.connect_timeout})")
+        require_positive(self, "connect_timeout", "max_size")
         if self.cooldown < 0:
             raise ValueError(f"cooldown must not be negative (got {self.cooldown})")
-        if self.max_size < 1:
-            raise ValueError(f"max_size must be positive (got {self.max_size})")
         if not 1 <= self.chunk_size <= 2**31 - 1:
             raise ValueError(f"chunk_size must be between 1 and 2147483647 (got {self.chunk_size})")
 

@@ -54,6 +54,7 @@ from contentfilter.errors import (
     ScannerUnavailable,
 )
 from contentfilter.model import FailureAction, Message, ScanResult, SpamReport
+from contentfilter.schema import require_positive
 from scanners import ScannerSettings, register
 
 if TYPE_CHECKING:
@@ -91,10 +92,7 @@ class SpamAssassinSettings(ScannerSettings):
                 HostPort.parse(self.server)
             except ValueError as error:
                 raise ValueError(f"server: {error} (or a unix socket path)") from None
-        if self.connect_timeout <= 0:
-            raise ValueError(f"connect_timeout must be positive (got {self.connect_timeout})")
-        if self.max_size < 1:
-            raise ValueError(f"max_size must be positive (got {self.max_size})")
+        require_positive(self, "connect_timeout", "max_size")
         if self.user is not None and not _USER.fullmatch(self.user):
             raise ValueError(f"user must be printable ASCII without spaces (got {self.user!r})")
 
