@@ -65,8 +65,6 @@ class NoNextHop:
         envelope: Envelope,
         recipients: Sequence[Recipient],
         data: bytes,
-        *,
-        mail_from: str | None = None,
     ) -> Delivery:
         raise AssertionError("the benchmark only scans")
 

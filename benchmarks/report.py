@@ -130,6 +130,11 @@ def throughput_tables(points: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _replies(point: dict[str, Any]) -> str:
+    """Reply classes and counts, e.g. `2xx=398 4xx=2`."""
+    return " ".join(f"{key}={value}" for key, value in sorted(point["replies"].items()))
+
+
 def resource_table(points: list[dict[str, Any]]) -> list[str]:
     rows = []
     for point in points:
@@ -141,7 +146,7 @@ def resource_table(points: list[dict[str, Any]]) -> list[str]:
                 point["filter"],
                 str(point["sent"]),
                 _fmt(point["seconds"]),
-                " ".join(f"{key}={value}" for key, value in sorted(point["replies"].items())),
+                _replies(point),
                 str(point["delivered"]),
                 str(point["spam_flagged"]),
                 _fmt(point["cpu_ms_per_msg"], 2),
@@ -204,7 +209,7 @@ def extras_table(extras: list[dict[str, Any]]) -> list[str]:
                 extra["filter"],
                 str(extra["messages"]),
                 f"{extra['size'] / 1e6:.1f}",
-                " ".join(f"{key}={value}" for key, value in sorted(extra["replies"].items())),
+                _replies(extra),
                 _fmt(extra["latency_ms"], 0),
                 _fmt(extra["first_byte_ms"], 0),
                 _fmt(extra["first_byte_after_data_ms"], 0),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import logging
 import os
 import secrets
@@ -192,8 +191,6 @@ class _DryRun:
         envelope: Envelope,
         recipients: Sequence[Recipient],
         data: bytes,
-        *,
-        mail_from: str | None = None,
     ) -> Delivery:
         from contentfilter.relay import RecipientResult
 
@@ -305,15 +302,10 @@ def _verdict_lines(message: Message, verdict: Any) -> list[str]:
 
 def _subject_field(raw: bytes) -> str | None:
     """The Subject field of a message as it stands, continuation lines included."""
-    end = raw.find(b"\r\n\r\n")
-    lines = raw[: end + 2 if end >= 0 else len(raw)].split(b"\r\n")
-    for index, line in enumerate(lines):
-        if line[:8].lower() == b"subject:":
-            field = [line]
-            field += [
-                x for x in itertools.takewhile(lambda x: x[:1] in (b" ", b"\t"), lines[index + 1 :])
-            ]
-            return b"\r\n".join(field).decode("utf-8", "replace")
+    fields, _ = headers.header_fields(raw)
+    for field in fields:
+        if field.name.lower() == b"subject":
+            return raw[field.start : field.end].decode("utf-8", "replace")
     return None
 
 

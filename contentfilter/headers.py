@@ -466,6 +466,34 @@ def _starts_with_tag(value: bytes, tag: str) -> bool:
     return subject == core or subject.startswith(tag)
 
 
+def text_of(raw: bytes) -> str:
+    """Raw 8-bit header bytes: UTF-8 where they are (RFC 6532), else Latin-1."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def decode_encoded_words(value: str) -> str:
+    """`=?charset?B|Q?...?=` words decoded (RFC 2047); malformed words are kept as written."""
+    if "=?" not in value:
+        return value
+    try:
+        parts = decode_header(value)
+    except (HeaderParseError, ValueError):
+        return value
+    decoded = []
+    for chunk, charset in parts:
+        if isinstance(chunk, str):
+            decoded.append(chunk)
+            continue
+        try:  # decode_header hands back unencoded text as raw-unicode-escape bytes
+            decoded.append(chunk.decode(charset or "raw-unicode-escape", errors="replace"))
+        except LookupError:  # unknown charset
+            decoded.append(chunk.decode("latin-1"))
+    return "".join(decoded)
+
+
 def decoded_text(value: bytes) -> str:
     """An unfolded header value decoded to text (RFC 2047 words and raw UTF-8 alike)."""
     text = value.decode("utf-8", errors="replace")

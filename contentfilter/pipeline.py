@@ -55,8 +55,6 @@ class Deliverer(Protocol):
         envelope: Envelope,
         recipients: Sequence[Recipient],
         data: bytes,
-        *,
-        mail_from: str | None = None,
     ) -> Delivery: ...
 
 
@@ -212,9 +210,7 @@ class Pipeline:
             if verdict.destiny is Destiny.PASS:
                 continue
             per_recipient[verdict.recipient] = await self._block(message, results, verdict)
-            actions.append(
-                _ACTION_NAMES[per_recipient[verdict.recipient].status[:1], verdict.destiny]
-            )
+            actions.append(_block_action(per_recipient[verdict.recipient], verdict.destiny))
         ordered = tuple(per_recipient[v.recipient] for v in verdicts)
         reply = (
             ordered[0] if lmtp and len(ordered) == 1 else replies.combine(message.log_id, ordered)
@@ -323,23 +319,21 @@ class Pipeline:
             envid=message.envelope.envid,
         )
         envelope = Envelope("", (Recipient(message.envelope.mail_from),))
-        await self.next_hop.deliver(envelope, envelope.recipients, dsn, mail_from="")
+        await self.next_hop.deliver(envelope, envelope.recipients, dsn)
         return None
 
 
-_ACTION_NAMES = {
-    ("2", Destiny.DISCARD): "Discarded",
-    ("2", Destiny.BOUNCE): "Bounced",
-    ("5", Destiny.BOUNCE): "Rejected",
-    ("5", Destiny.REJECT): "Rejected",
-    ("4", Destiny.TEMPFAIL): "TempFailed",
-    ("2", Destiny.TEMPFAIL): "TempFailed",
-    ("4", Destiny.REJECT): "TempFailed",
-    ("4", Destiny.BOUNCE): "TempFailed",
-    ("4", Destiny.DISCARD): "TempFailed",
-    ("5", Destiny.DISCARD): "Rejected",
-    ("2", Destiny.REJECT): "Rejected",
-}
+def _block_action(reply: Reply, destiny: Destiny) -> str:
+    """The log line's word for a recipient whose copy was not passed."""
+    if reply.code >= 500:
+        return "Rejected"
+    if reply.is_tempfail:
+        return "TempFailed"
+    return {
+        Destiny.DISCARD: "Discarded",
+        Destiny.BOUNCE: "Bounced",
+        Destiny.REJECT: "Rejected",
+    }.get(destiny, "TempFailed")
 
 
 def _relay_action(verdict: Verdict, answers: Sequence[Reply]) -> str:

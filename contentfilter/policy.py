@@ -29,6 +29,7 @@ from contentfilter.policy_settings import (
     RecipientPolicy,
     SubjectTags,
     address_matches,
+    is_local,
 )
 
 C = ContentsCategory
@@ -173,13 +174,10 @@ def recipient_policy(
     policy = settings.base_recipient_policy()
     if bank is not None:
         policy = policy.with_overrides(bank.overrides)
-    local_domains = bank.local_domains if bank and bank.local_domains is not None else None
-    is_local = (
-        settings.is_local(address)
-        if local_domains is None
-        else not local_domains or any(address_matches(p, address) for p in local_domains)
-    )
-    policy = replace(policy, local=is_local)
+    domains = settings.local_domains
+    if bank is not None and bank.local_domains is not None:
+        domains = bank.local_domains
+    policy = replace(policy, local=is_local(address, domains))
     matching = [(len(key), key) for key in settings.recipients if address_matches(key, address)]
     for _, key in sorted(matching):
         policy = policy.with_overrides(settings.recipients[key])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -139,6 +140,11 @@ def address_matches(pattern: str, address: str) -> bool:
     return address == pattern or fnmatch.fnmatchcase(address, pattern)
 
 
+def is_local(address: str, local_domains: Sequence[str]) -> bool:
+    """@local_domains_maps: with no entries, every recipient counts as local."""
+    return not local_domains or any(address_matches(p, address) for p in local_domains)
+
+
 @dataclass(frozen=True)
 class PolicySettings:
     """The `policy:` section."""
@@ -156,11 +162,6 @@ class PolicySettings:
 
     def base_recipient_policy(self) -> RecipientPolicy:
         return RecipientPolicy(destinies=self.destiny).with_overrides(self.defaults)
-
-    def is_local(self, address: str) -> bool:
-        if not self.local_domains:
-            return True
-        return any(address_matches(pattern, address) for pattern in self.local_domains)
 
 
 @dataclass(frozen=True)

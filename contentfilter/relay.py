@@ -77,16 +77,11 @@ class NextHop:
         envelope: Envelope,
         recipients: Sequence[Recipient],
         data: bytes,
-        *,
-        mail_from: str | None = None,
     ) -> Delivery:
         """Send one transaction; RelayError if the next hop took it for nobody."""
         connection = await self._acquire()
-        sender = envelope.mail_from if mail_from is None else mail_from
         try:
-            delivery = await self._transaction(
-                connection.client, envelope, recipients, data, sender
-            )
+            delivery = await self._transaction(connection.client, envelope, recipients, data)
         except BaseException:
             connection.client.close()  # its state is unknown: never reuse it
             raise
@@ -162,10 +157,9 @@ class NextHop:
         envelope: Envelope,
         recipients: Sequence[Recipient],
         data: bytes,
-        mail_from: str,
     ) -> Delivery:
         try:
-            return await self._exchange(client, envelope, recipients, data, mail_from)
+            return await self._exchange(client, envelope, recipients, data)
         except aiosmtplib.SMTPTimeoutError as error:
             raise NextHopTimeout(f"timeout talking to {self.label}") from error
         except aiosmtplib.SMTPResponseException as error:
@@ -179,7 +173,6 @@ class NextHop:
         envelope: Envelope,
         recipients: Sequence[Recipient],
         data: bytes,
-        mail_from: str,
     ) -> Delivery:
         if self.settings.xforward and client.supports_extension("xforward"):
             await self._xforward(client, envelope)
@@ -187,7 +180,7 @@ class NextHop:
         options = envelope.mail_options()
         if "dsn" not in client.esmtp_extensions:
             options = [o for o in options if not o.startswith(("RET=", "ENVID="))]
-        await client.mail(mail_from, options=options, encoding=encoding)
+        await client.mail(envelope.mail_from, options=options, encoding=encoding)
         results = [await self._rcpt(client, recipient, encoding) for recipient in recipients]
         accepted = [r for r in results if r.accepted]
         if not accepted:

@@ -9,7 +9,6 @@ and a reply to end-of-DATA only after the verdict and the next hop's answer.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import itertools
 import logging
 import os
@@ -38,6 +37,9 @@ DSN_RCPT_PARAMETERS = ("NOTIFY", "ORCPT")
 # aiosmtpd's own replies, given the enhanced status codes we advertise (RFC 2034).
 _ENHANCED = {
     "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed limit",
+    "552 Error: message size exceeds fixed maximum message size": (
+        "552 5.3.4 Message size exceeds fixed limit"
+    ),
     "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long",
     "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
     "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
@@ -157,11 +159,6 @@ class _FilterProtocol:
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         remaining, dsn = _take_parameters(arg, DSN_MAIL_PARAMETERS)
-        size = dict(_split_parameter(word) for word in (remaining or "").split()[1:]).get("SIZE")
-        limit = getattr(self, "data_size_limit", None)
-        if size and size.isdigit() and limit and int(size) > limit:
-            await self.push("552 5.3.4 Message size exceeds fixed limit")
-            return
         had_sender = bool(self.envelope.mail_from)
         await super().smtp_MAIL(remaining)  # type: ignore[misc]
         if self.envelope.mail_from and not had_sender:
@@ -363,13 +360,6 @@ def check_line_endings(raw: bytes) -> None:
         raise MessageRejected(
             554, "5.6.0", "Message contains bare CR or LF (possible SMTP smuggling), rejected"
         )
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Server:

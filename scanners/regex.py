@@ -23,8 +23,6 @@ keyed by the body digest.
 
 from __future__ import annotations
 
-import email.errors
-import email.header
 import logging
 import re
 import time
@@ -32,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from contentfilter.headers import decode_encoded_words, text_of
 from contentfilter.model import ContentsCategory, Finding, Message, ScanResult
 from scanners import ScannerSettings, register
 
@@ -126,35 +125,7 @@ def header_fields(header: bytes) -> Iterator[tuple[str, str]]:
         name, colon, value = line.rstrip(b"\r").partition(b":")
         text_name = name.decode("latin-1").rstrip(" \t")
         if colon and _FIELD_NAME.fullmatch(text_name):
-            yield text_name, decode_encoded_words(_as_text(value).strip())
-
-
-def _as_text(raw: bytes) -> str:
-    """Raw 8-bit header bytes: UTF-8 where they are (RFC 6532), else Latin-1."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-def decode_encoded_words(value: str) -> str:
-    """`=?charset?B|Q?...?=` words decoded (RFC 2047); malformed words are kept as written."""
-    if "=?" not in value:
-        return value
-    try:
-        parts = email.header.decode_header(value)
-    except (email.errors.HeaderParseError, ValueError):
-        return value
-    decoded = []
-    for chunk, charset in parts:
-        if isinstance(chunk, str):
-            decoded.append(chunk)
-            continue
-        try:  # decode_header hands back unencoded text as raw-unicode-escape bytes
-            decoded.append(chunk.decode(charset or "raw-unicode-escape", errors="replace"))
-        except LookupError:  # unknown charset
-            decoded.append(chunk.decode("latin-1"))
-    return "".join(decoded)
+            yield text_name, decode_encoded_words(text_of(value).strip())
 
 
 # --- the scanner ----------------------------------------------------------------------

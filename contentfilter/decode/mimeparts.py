@@ -32,6 +32,7 @@ from contentfilter.decode.content import Content
 from contentfilter.decode.session import Node, Session
 from contentfilter.decode.textcodecs import uudecode_body
 from contentfilter.decode.walker import examine
+from contentfilter.headers import decode_encoded_words, text_of
 
 # a header line, as the stdlib feed parser recognises one (email.feedparser.headerRE)
 _HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]+:|[\t ]")
@@ -244,7 +245,7 @@ def names(header: Message) -> list[str]:
         if isinstance(value, tuple):  # RFC 2231: (charset, language, value)
             found.append(email.utils.collapse_rfc2231_value(value, errors="replace"))
         elif isinstance(value, str):
-            found += [_decode_words(value), value]
+            found += [decode_encoded_words(value), value]
     return list(dict.fromkeys(name for name in found if name))
 
 
@@ -268,30 +269,7 @@ def _parameter(header: Message, field: str, parameter: str) -> str | _Encoded | 
 
 def _undo_surrogates(value: str) -> str:
     """Raw 8-bit header bytes (parsed as surrogate escapes): UTF-8 if they are, else Latin-1."""
-    raw = value.encode("utf-8", "surrogateescape")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-def _decode_words(value: str) -> str:
-    if "=?" not in value:
-        return value
-    try:
-        chunks = email.header.decode_header(value)
-    except email.errors.HeaderParseError:
-        return value
-    text = []
-    for chunk, charset in chunks:
-        if isinstance(chunk, str):
-            text.append(chunk)
-            continue
-        try:
-            text.append(chunk.decode(charset or "ascii", "replace"))
-        except LookupError:
-            text.append(chunk.decode("latin-1"))
-    return "".join(text)
+    return text_of(value.encode("utf-8", "surrogateescape"))
 
 
 # --- transfer encodings -------------------------------------------------------------------

@@ -63,12 +63,10 @@ class FakeNextHop:
         envelope: Envelope,
         recipients: Sequence[Recipient],
         data: bytes,
-        *,
-        mail_from: str | None = None,
     ) -> Delivery:
         if self.error:
             raise self.error
-        sender = envelope.mail_from if mail_from is None else mail_from
+        sender = envelope.mail_from
         results = tuple(
             RecipientResult(r, 550 if r.address in self.refuse else 250, "ok") for r in recipients
         )
