@@ -76,14 +76,19 @@ class Pipeline:
         """Run every scanner concurrently; ScanAborted if one must tempfail the message."""
         on_raw = [s for s in self.scanners if not s.needs_parts]
         on_parts = [s for s in self.scanners if s.needs_parts]
+        aborted: BaseException | None = None
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._run(s, message)) for s in on_raw]
                 if on_parts:
                     message = replace(message, parts=await self.decode(message))
                     tasks += [group.create_task(self._run(s, message)) for s in on_parts]
-        except* ScanAborted as aborted:
-            raise aborted.exceptions[0] from None
+        except* ScanAborted as group_error:
+            # Raised outside the except* block: CPython 3.11.2 (Debian 12) wraps an
+            # exception raised inside one in a new ExceptionGroup (fixed in 3.11.4).
+            aborted = group_error.exceptions[0]
+        if aborted is not None:
+            raise aborted
         return tuple(task.result() for task in tasks)
 
     async def decode(self, message: Message) -> DecodedMessage:
