@@ -193,11 +193,28 @@ class Part:
 
 
 @dataclass(frozen=True, slots=True)
+class ExtractedFile:
+    """Bytes the decoder took out of the message, kept so the virus scanners see them too.
+
+    `path` is a file in the message's private spool directory (removed when the
+    message is done). `reason` says why it is kept: "leaf" for a decoded part with
+    nothing further inside, "undecoded" for a part the decoder stopped at (depth,
+    quota, damage), which clamd then opens with its own full recursion budget.
+    """
+
+    part_id: str
+    path: str
+    size: int
+    reason: str = "leaf"
+
+
+@dataclass(frozen=True, slots=True)
 class DecodedMessage:
     """The part tree of a message and any reasons it could not be fully decoded."""
 
     root: Part
     problems: tuple[str, ...] = ()  # each makes the message UNCHECKED
+    extracted: tuple[ExtractedFile, ...] = ()  # what the decoder saw, for clamd
 
     def walk(self) -> Iterator[Part]:
         return self.root.walk()
