@@ -280,6 +280,18 @@ class Scanner(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class DsnDecision:
+    """Whether the sender gets a DSN when a recipient's copy is refused or bounced."""
+
+    send: bool = True
+    reason: str = ""  # why not (null sender, a virus that fakes it, the spam cutoff)
+
+    def __post_init__(self) -> None:
+        if self.send == bool(self.reason):
+            raise ValueError("a DSN decision gives a reason exactly when it suppresses the DSN")
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """The decision for one recipient, with the rule that made it (for logs)."""
 
@@ -291,6 +303,8 @@ class Verdict:
     subject_tag: str = ""  # prefix for the Subject ("" = untouched)
     remove_spam_headers: bool = False  # strip X-Spam-* coming from outside
     rule: str = ""  # name of the policy rule that fired
+    details: tuple[str, ...] = ()  # of the deciding category: virus names, banned part...
+    dsn: DsnDecision = DsnDecision()  # for the sender, if this copy is not delivered
 
     def edits_key(self) -> tuple[tuple[bytes, ...], str, bool]:
         """Recipients whose copies need the same edits are relayed together."""

@@ -221,7 +221,7 @@ class Pipeline:
             ordered[0] if lmtp and len(ordered) == 1 else replies.combine(message.log_id, ordered)
         )
         if not lmtp and reply.is_success:
-            await self._bounce_refused(message, results, verdicts, ordered)
+            await self._bounce_refused(message, verdicts, ordered)
         return Outcome(
             message,
             results,
@@ -264,68 +264,62 @@ class Pipeline:
     ) -> Reply:
         if verdict.destiny is not Destiny.BOUNCE:
             return replies.for_destiny(message.log_id, verdict)
+        if not verdict.dsn.send:
+            log.info("(%s) DSN suppressed: %s", message.log_id, verdict.dsn.reason)
+            return replies.discarded(
+                message.log_id, f"{verdict.reason} (no DSN: {verdict.dsn.reason})"
+            )
         reply = replies.rejected(message.log_id, verdict)
-        suppressed = await self._send_dsn(
-            message, results, [(verdict.recipient, reply)], verdict.reason, verdict.category
-        )
-        if suppressed:
-            return replies.discarded(message.log_id, f"{verdict.reason} (no DSN: {suppressed})")
+        await self._send_dsn(message, [(verdict, reply)], verdict.reason, verdict)
         return replies.bounced(message.log_id, verdict.reason)
 
     async def _bounce_refused(
         self,
         message: Message,
-        results: tuple[ScanResult, ...],
         verdicts: tuple[Verdict, ...],
         ordered: tuple[Reply, ...],
     ) -> None:
         """Mixed outcome answered 250: we owe the refused recipients' sender a DSN."""
-        refused = [
-            (v.recipient, r) for v, r in zip(verdicts, ordered, strict=True) if r.code >= 500
-        ]
-        if refused:
-            await self._send_dsn(message, results, refused, refused[0][1].text)
+        refused = [(v, r) for v, r in zip(verdicts, ordered, strict=True) if r.code >= 500]
+        for verdict, _ in refused:
+            if not verdict.dsn.send:
+                log.info(
+                    "(%s) DSN for <%s> suppressed: %s",
+                    message.log_id,
+                    verdict.recipient.address,
+                    verdict.dsn.reason,
+                )
+        owed = [(v, r) for v, r in refused if v.dsn.send]
+        if owed:
+            await self._send_dsn(message, owed, owed[0][1].text)
 
     async def _send_dsn(
         self,
         message: Message,
-        results: tuple[ScanResult, ...],
-        failed: Sequence[tuple[Recipient, Reply]],
+        failed: Sequence[tuple[Verdict, Reply]],
         reason: str,
-        failed_category: ContentsCategory | None = None,
-    ) -> str | None:
-        """Send a DSN to the envelope sender; the reason it was suppressed, or None."""
-        evidence = policy.gather(message, results, self.config.policy)
-        recipient_policy = policy.recipient_policy(failed[0][0].address, self.config.policy, None)
-        suppressed = bounce.should_send_dsn(
-            message.envelope.mail_from,
-            evidence.spam_score(),
-            recipient_policy.dsn_cutoff_level,
-            evidence.details(ContentsCategory.VIRUS),
-            self.config.policy.faked_sender_viruses,
-        )
-        if suppressed:
-            log.info("(%s) DSN suppressed: %s", message.log_id, suppressed)
-            return suppressed
+        blocked: Verdict | None = None,
+    ) -> None:
+        """Send a DSN for `failed` to the envelope sender; `blocked` names the contents."""
         dsn = bounce.build_dsn(
             original=message.raw,
             header_end=message.header_end,
             envelope_sender=message.envelope.mail_from,
             failed=[
-                (r.address, r.orcpt, reply.code, reply.status, reply.text) for r, reply in failed
+                (v.recipient.address, v.recipient.orcpt, reply.code, reply.status, reply.text)
+                for v, reply in failed
             ],
             reporting_mta=self.config.server.hostname,
             arrival_date=datetime.now(UTC),
             log_id=message.log_id,
             reason=reason,
-            category=failed_category,
-            details=evidence.details(failed_category) if failed_category else (),
+            category=blocked.category if blocked else None,
+            details=blocked.details if blocked else (),
             mail_id=message.mail_id,
             envid=message.envelope.envid,
         )
         envelope = Envelope("", (Recipient(message.envelope.mail_from),))
         await self.next_hop.deliver(envelope, envelope.recipients, dsn)
-        return None
 
 
 def _block_action(reply: Reply, destiny: Destiny) -> str:

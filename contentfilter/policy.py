@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from contentfilter import headers
+from contentfilter import bounce, headers
 from contentfilter.model import (
     ContentsCategory,
     Destiny,
+    DsnDecision,
     Finding,
     Message,
     Recipient,
@@ -39,6 +40,7 @@ C = ContentsCategory
 class Evidence:
     """What the scanners found, gathered once per message."""
 
+    sender: str
     findings: tuple[Finding, ...]
     spam: SpamReport | None
     sender_score: float  # score_sender_maps adjustment
@@ -67,6 +69,7 @@ def gather(message: Message, results: Sequence[ScanResult], settings: PolicySett
         v for pattern, v in lists.score.items() if sender and address_matches(pattern, sender)
     )
     return Evidence(
+        sender=sender,
         findings=findings,
         spam=spam,
         sender_score=score,
@@ -215,10 +218,14 @@ def decide(
 def decide_recipient(recipient: Recipient, evidence: Evidence, context: Context) -> Verdict:
     policy = recipient_policy(recipient.address, context.settings, context.bank)
     found = categories(evidence, policy)
+    dsn = dsn_decision(evidence, policy, context.settings)
     for category, reason in found:
         destiny, rule = destiny_for(category, policy)
         if destiny is not Destiny.PASS:
-            return Verdict(recipient, category, destiny, reason, rule=rule)
+            details = tuple(evidence.details(category))
+            return Verdict(
+                recipient, category, destiny, reason, rule=rule, details=details, dsn=dsn
+            )
     category, reason = found[0]
     lines, tag = _edits(evidence, policy, found, context)
     return Verdict(
@@ -230,7 +237,26 @@ def decide_recipient(recipient: Recipient, evidence: Evidence, context: Context)
         subject_tag=tag,
         remove_spam_headers=policy.local,
         rule=destiny_for(category, policy)[1],
+        details=tuple(evidence.details(category)),
+        dsn=dsn,
     )
+
+
+def dsn_decision(
+    evidence: Evidence, policy: RecipientPolicy, settings: PolicySettings
+) -> DsnDecision:
+    """Whether the sender hears of it when this recipient's copy is bounced or refused.
+
+    The recipient's own dsn_cutoff_level decides, policy bank included.
+    """
+    suppressed = bounce.should_send_dsn(
+        evidence.sender,
+        evidence.spam_score(),
+        policy.dsn_cutoff_level,
+        evidence.details(C.VIRUS),
+        settings.faked_sender_viruses,
+    )
+    return DsnDecision() if suppressed is None else DsnDecision(send=False, reason=suppressed)
 
 
 def _edits(

@@ -243,3 +243,20 @@ async def test_spam_is_tagged_for_local_recipients() -> None:
     assert b"X-Spam-Flag: YES\r\n" in data
     assert b"Subject: ***SPAM*** hello\r\n" in data
     assert data.endswith(b"\r\n\r\nbody line\r\n")
+
+
+async def test_bounce_dsn_follows_the_policy_banks_cutoff() -> None:
+    """A bank's dsn_cutoff_level decides whether the bounce's DSN goes out."""
+    hop = FakeNextHop()
+    settings: dict[str, object] = {
+        "policy": {"destiny": {"spam": "bounce"}, "defaults": {"dsn_cutoff_level": 10}},
+        "policy_banks": {"ORIGINATING": {"overrides": {"dsn_cutoff_level": 100}}},
+    }
+    p = pipeline(
+        FakeScanner("spamassassin", spam=SpamReport(20.0, 5.0)), next_hop=hop, settings=settings
+    )
+    outcome = await p.handle(message(), p.config.policy_banks["ORIGINATING"])
+    assert (outcome.reply.code, outcome.reply.status) == (250, "2.5.0")
+    [(sender, rcpts, dsn)] = hop.sent
+    assert (sender, rcpts) == ("", ["a@example.org"])
+    assert b"Considered UNSOLICITED BULK EMAIL" in dsn

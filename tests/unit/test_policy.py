@@ -233,3 +233,30 @@ def test_subject_tag_macros() -> None:
         score=12.5, settings={"policy": {"subject_tags": {"spam": "[SPAM _SCORE_/_REQD_] "}}}
     )
     assert verdict.subject_tag == "[SPAM 12.5/6.31] "
+
+
+@pytest.mark.parametrize(
+    ("score", "bank", "sender", "findings", "send", "reason"),
+    [
+        (20.0, None, "a@example.org", (), False, "reaches the DSN cutoff level 10"),
+        (20.0, "ORIGINATING", "a@example.org", (), True, ""),
+        (200.0, "ORIGINATING", "a@example.org", (), False, "cutoff level 100"),
+        (None, None, "", (), False, "null sender"),
+        (None, None, "a@example.org", (VIRUS,), True, ""),  # EICAR does not fake the sender
+    ],
+)
+def test_the_verdict_carries_the_dsn_decision(
+    score: float | None,
+    bank: str | None,
+    sender: str,
+    findings: tuple[Finding, ...],
+    send: bool,
+    reason: str,
+) -> None:
+    settings = {
+        "policy": {"destiny": {"spam": "bounce"}},
+        "policy_banks": {"ORIGINATING": {"overrides": {"dsn_cutoff_level": 100}}},
+    }
+    verdict = one(score=score, settings=settings, bank=bank, sender=sender, findings=findings)
+    assert verdict.dsn.send is send
+    assert reason in verdict.dsn.reason
