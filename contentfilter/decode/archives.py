@@ -63,7 +63,16 @@ def archive_members(session: Session, node: Node, content: Content, wanted: Want
                     if not session.count_file(node):
                         return
                     continue
-                yield _member(session, node, archive, entry, (_entry_name(entry),), wanted)
+                member, damaged = _member(
+                    session, node, archive, entry, (_entry_name(entry),), wanted
+                )
+                yield member
+                if damaged:
+                    # libarchive must not be asked for another header after a failed data
+                    # read: 3.6.2 crashes in archive_read_next_header2 after a CAB member's
+                    # "Invalid CFDATA". What follows in the archive stays unchecked.
+                    session.problem("Archive not read past a damaged member", node)
+                    return
     except libarchive.ArchiveError as error:
         session.problem(_archive_problem(error), node)
 
@@ -74,7 +83,7 @@ def decompressed(session: Session, node: Node, content: Content, wanted: Wanted)
     try:
         with content.archive("raw") as archive:
             for entry in archive:
-                yield _member(session, node, archive, entry, names, wanted)
+                yield _member(session, node, archive, entry, names, wanted)[0]
                 return
     except libarchive.ArchiveError as error:
         session.problem(_archive_problem(error), node)
@@ -87,21 +96,22 @@ def _member(
     entry: libarchive.entry.ArchiveEntry,
     names: tuple[str, ...],
     wanted: Wanted,
-) -> Member:
+) -> tuple[Member, bool]:
+    """The member at `entry`, and whether reading it failed (the archive is damaged)."""
     if _entry_is_encrypted(entry._entry_p) > 0:
-        return Member(names, attributes="UC", problem="Encrypted archive member")
+        return Member(names, attributes="UC", problem="Encrypted archive member"), False
     if session.quota_exhausted:  # the name is still worth a banned-file check
-        return Member(names, attributes="U")
+        return Member(names, attributes="U"), False
     limit = min(session.limits.max_member_size, session.quota_left)
     if _entry_size_is_set(entry._entry_p) and entry.size > limit:
         # honest bombs say how big they are: stop before decompressing anything
-        return _over_limit(session, node, names, entry.size)
+        return _over_limit(session, node, names, entry.size), False
     collector = Collector(wanted, lambda: session.directory)
     try:
-        return _read(session, node, archive, names, collector, limit)
+        return _read(session, node, archive, names, collector, limit), False
     except libarchive.ArchiveError as error:
         problem = f"Archive member could not be decoded ({error.msg})"
-        return Member(names, collector.abandon(), attributes="U", problem=problem)
+        return Member(names, collector.abandon(), attributes="U", problem=problem), True
 
 
 def _read(

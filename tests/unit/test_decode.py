@@ -341,8 +341,9 @@ def test_archive_formats_of_the_clamav_testfiles(name: str) -> None:
 def test_unsupported_compression_method_is_a_problem() -> None:
     data = (g.CLAMAV_TESTFILES / "clam.d64.zip").read_bytes()
     decoded = decode(g.with_attachments(g.attachment(data, "clam.zip")), LIMITS)
-    assert len(decoded.problems) == 1
+    assert len(decoded.problems) == 2
     assert decoded.problems[0].startswith("Archive member could not be decoded (Unsupported ZIP")
+    assert decoded.problems[1] == "Archive not read past a damaged member: p003 (clam.zip)"
     assert part_named(decoded, "clam.exe").attributes == "U"
 
 
@@ -363,6 +364,7 @@ def test_corrupt_archive_is_a_problem() -> None:
     decoded = decode(g.with_attachments(g.attachment(damaged, "broken.zip")), LIMITS)
     assert decoded.problems == (
         "Archive member could not be decoded (ZIP decompression failed (-3)): p005 (b.exe)",
+        "Archive not read past a damaged member: p003 (broken.zip)",
     )
 
 
