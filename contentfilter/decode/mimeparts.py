@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from email.message import Message
 from email.policy import compat32
 
+from contentfilter.decode import readings
 from contentfilter.decode.content import Content
 from contentfilter.decode.session import Node, Session
 from contentfilter.decode.textcodecs import uudecode_body
@@ -38,8 +39,6 @@ from contentfilter.headers import decode_encoded_words, text_of
 _HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]+:|[\t ]")
 _MESSAGES = {"message/rfc822", "message/global", "message/news"}
 _FRAGMENTS = {"message/partial", "message/external-body"}  # RFC 2046 5.2.2, 5.2.3
-_IDENTITY_ENCODINGS = {"", "7bit", "8bit", "binary"}
-_UU_ENCODINGS = {"x-uuencode", "uuencode", "x-uue", "uue"}
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
@@ -205,9 +204,9 @@ def _walk_attached_message(
 ) -> None:
     body = raw
     start, end = entity.body_start, entity.body_end
-    encoding = _transfer_encoding(entity.header)
-    if encoding not in _IDENTITY_ENCODINGS:  # not allowed (RFC 2046 5.2.1), but seen
-        body = transfer_decode(session, entity.header, raw[start:end], node)
+    encoding = next(iter(readings.transfer_encodings(entity.header)), "")
+    if encoding not in readings.IDENTITY_ENCODINGS:  # not allowed (RFC 2046 5.2.1), but seen
+        body = transfer_decode(session, encoding, raw[start:end], node)
         start, end = 0, len(body)
     node.size = end - start
     node.digest = hashlib.sha256(memoryview(body)[start:end]).hexdigest()
@@ -222,7 +221,32 @@ def _walk_attached_message(
 
 
 def _leaf(session: Session, raw: bytes, entity: Entity, node: Node) -> None:
-    data = transfer_decode(session, entity.header, raw[entity.body_start : entity.body_end], node)
+    """Decode the body; when its header allows several readings, each is a child part.
+
+    The first reading is the one common mail clients take; the others are what
+    other readers see, decoded too so the scanners see every attachment any
+    client shows. Only the first reading reports damage.
+    """
+    body = raw[entity.body_start : entity.body_end]
+    encodings = readings.transfer_encodings(entity.header) or ("",)
+    if len(encodings) == 1:
+        _decoded_leaf(session, body, encodings[0], entity.header, node)
+        return
+    for index, encoding in enumerate(encodings):
+        child = session.new_child(node)
+        if child is None:
+            return
+        child.declared_type = node.declared_type
+        child.add_names(*node.names)
+        _decoded_leaf(session, body, encoding, entity.header if index == 0 else None, child)
+
+
+def _decoded_leaf(
+    session: Session, body: bytes, encoding: str, header: Message | None, node: Node
+) -> None:
+    data = transfer_decode(session, encoding, body, node if header is not None else None)
+    if header is not None and not encoding:
+        _report_unknown_encoding(session, header, node)
     session.charge(len(data), node)
     content = Content.from_bytes(data)
     examine(session, node, content, tier=1, text_body=node.declared_type == "text/plain")
@@ -275,25 +299,24 @@ def _undo_surrogates(value: str) -> str:
 # --- transfer encodings -------------------------------------------------------------------
 
 
-def _transfer_encoding(header: Message) -> str:
-    return str(header.get("content-transfer-encoding", "")).strip().lower()
+def _report_unknown_encoding(session: Session, header: Message, node: Node) -> None:
+    values = header.get_all("content-transfer-encoding", [])
+    stated = " ".join(" ".join(str(value).split()) for value in values).lower()
+    if stated:
+        session.problem(f"Unknown Content-Transfer-Encoding {stated[:40]!r}", node)
 
 
-def transfer_decode(session: Session, header: Message, body: bytes, node: Node) -> bytes:
-    """The body with its Content-Transfer-Encoding undone (RFC 2045 6)."""
-    encoding = _transfer_encoding(header)
-    if encoding in _IDENTITY_ENCODINGS:
-        return body
+def transfer_decode(session: Session, encoding: str, body: bytes, node: Node | None) -> bytes:
+    """The body with `encoding` undone (RFC 2045 6); damage is reported on `node` if given."""
     if encoding == "base64":
         data, damaged = decode_base64(body)
-        if damaged:
+        if damaged and node is not None:
             session.problem(f"Damaged base64 ({damaged})", node)
         return data
     if encoding == "quoted-printable":
         return binascii.a2b_qp(body)
-    if encoding in _UU_ENCODINGS:
+    if encoding == readings.UUENCODE:
         return uudecode_body(body)
-    session.problem(f"Unknown Content-Transfer-Encoding {encoding[:40]!r}", node)
     return body
 
 

@@ -1,0 +1,88 @@
+"""The decoder where mail clients and strict MIME parsers disagree: it reads what clients show."""
+
+from __future__ import annotations
+
+import hashlib
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+import pytest
+
+from contentfilter.decode import readings
+from contentfilter.mime import DecoderLimits, decode, format_tree
+from contentfilter.model import DecodedMessage, Part
+from tests.support import evasions
+from tests.support import mimegen as g
+from tests.support.messages import EICAR
+
+LIMITS = DecoderLimits()
+EICAR_DIGEST = hashlib.sha256(EICAR).hexdigest()
+
+
+def eicar_parts(decoded: DecodedMessage) -> list[Part]:
+    return [part for part in decoded.walk() if part.digest == EICAR_DIGEST]
+
+
+@pytest.mark.parametrize("case", evasions.ALL, ids=str)
+def test_the_hidden_eicar_is_found(case: evasions.Evasion) -> None:
+    decoded = decode(case.build(), LIMITS)
+    found = eicar_parts(decoded)
+    assert found, format_tree(decoded)
+    assert all(part.names == ("eicar.com",) for part in found)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([], ()),
+        (["base64"], ("base64",)),
+        (["\r\n base64"], ("base64",)),
+        (["BASE64 (it is)"], ("base64",)),
+        (["quoted-printable", "base64"], ("quoted-printable", "base64")),
+        (["base64", "quoted-printable"], ("base64", "quoted-printable")),
+        (["base64, quoted-printable"], ("base64", "quoted-printable")),
+        (["7bit", "base64"], ("7bit", "base64")),
+        (["xxx", "base64"], ("base64",)),
+        (["x-uue"], ("x-uuencode",)),
+        (["quoted-printable;"], ("quoted-printable",)),
+        (["x-gzip64"], ()),
+        (["=?us-ascii?Q?base64?="], ("base64",)),
+    ],
+)
+def test_transfer_encoding_readings_clients_first(
+    values: list[str], expected: tuple[str, ...]
+) -> None:
+    header = g.entity([f"Content-Transfer-Encoding: {value}" for value in values], b"")
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(header)
+    assert readings.transfer_encodings(parsed) == expected
+
+
+def test_each_reading_of_an_ambiguous_part_is_a_child_the_clients_reading_first() -> None:
+    attachment = evasions._attachment(
+        "Content-Transfer-Encoding: quoted-printable", "Content-Transfer-Encoding: base64"
+    )
+    decoded = decode(g.message(g.multipart(g.text(), attachment)), LIMITS)
+    zip_part = decoded.root.children[1]
+    assert zip_part.names == ("eicar.zip",) and zip_part.size == 0
+    as_printable, as_base64 = zip_part.children
+    assert as_printable.names == as_base64.names == ("eicar.zip",)
+    assert as_printable.detected_type != "zip" and as_base64.detected_type == "zip"
+    assert decoded.problems == ()  # the odd reading's damage is nobody's problem
+
+
+def test_damage_in_the_clients_reading_is_still_a_problem() -> None:
+    attachment = evasions._attachment(
+        "Content-Transfer-Encoding: base64",
+        "Content-Transfer-Encoding: quoted-printable",
+        body=b"!!not base64!!\r\n",
+    )
+    decoded = decode(g.message(g.multipart(g.text(), attachment)), LIMITS)
+    assert decoded.problems == (
+        "Damaged base64 (4 characters outside the base64 alphabet): p004 (eicar.zip)",
+    )
+
+
+def test_a_well_formed_part_has_one_reading_and_keeps_its_shape() -> None:
+    decoded = decode(g.with_attachments(g.attachment(EICAR, "eicar.com")), LIMITS)
+    assert [part.part_id for part in decoded.walk()] == ["p001", "p002", "p003"]
+    assert eicar_parts(decoded)[0].part_id == "p003"
