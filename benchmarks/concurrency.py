@@ -39,13 +39,15 @@ class SlowScanner:
     """Waits `delay` seconds, then finds nothing."""
 
     needs_parts = False
-    cacheable = False
     on_failure = FailureAction.TEMPFAIL
 
     def __init__(self, name: str, delay: float) -> None:
         self.name = name
         self.delay = delay
         self.timeout = delay * 10
+
+    def cache_key(self, message: Message) -> None:
+        return None
 
     async def scan(self, message: Message) -> ScanResult:
         await asyncio.sleep(self.delay)

@@ -95,7 +95,7 @@ class NextHopSettings:
 
 @dataclass(frozen=True)
 class CacheSettings:
-    """Scan results cached by body digest (amavisd-new does the same)."""
+    """Scan results cached by each scanner's own key (see contentfilter.cache)."""
 
     enabled: bool = True
     ttl: float = 600.0  # seconds

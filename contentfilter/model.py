@@ -6,7 +6,6 @@ Envelope + raw bytes -> Message -> (decoded parts) -> ScanResult per scanner
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
@@ -153,15 +152,6 @@ class Message:
     def header_bytes(self) -> bytes:
         return self.raw[: self.header_end]
 
-    @cached_property
-    def body_digest(self) -> str:
-        """BLAKE2b of the body; amavisd-new caches scan results by body digest.
-
-        Not MD5 as amavisd-new: a forged collision could make a virus inherit the cached
-        verdict of a clean body.
-        """
-        return hashlib.blake2b(self.raw[self.header_end :], digest_size=32).hexdigest()
-
     @property
     def size(self) -> int:
         return len(self.raw)
@@ -269,7 +259,13 @@ class Scanner(Protocol):
     timeout: float
     on_failure: FailureAction
     needs_parts: bool  # True: gets message.parts filled in by the decoder
-    cacheable: bool  # True: result depends only on the body; cached by body digest
+
+    def cache_key(self, message: Message) -> str | None:
+        """A digest of everything the result for `message` depends on (see contentfilter.cache).
+
+        Every byte the scanner reads and a fingerprint of its settings; None: do not cache.
+        """
+        ...
 
     async def scan(self, message: Message) -> ScanResult: ...
 

@@ -100,8 +100,9 @@ class Pipeline:
 
     async def _run(self, scanner: Scanner, message: Message) -> ScanResult:
         started = self.clock()
-        if scanner.cacheable and self.cache is not None:
-            hit = self.cache.get(scanner.name, message.body_digest)
+        key = scanner.cache_key(message) if self.cache is not None else None
+        if key is not None and self.cache is not None:
+            hit = self.cache.get(scanner.name, key)
             if hit is not None:
                 return hit.with_timing(self.clock() - started, cached=True)
         try:
@@ -118,8 +119,8 @@ class Pipeline:
             return self._failed(scanner, message, error, self.clock() - started)
         elapsed = self.clock() - started
         detail_log.debug("(%s) %s took %.1f ms", message.log_id, scanner.name, elapsed * 1000)
-        if scanner.cacheable and self.cache is not None and result.skipped is None:
-            self.cache.put(scanner.name, message.body_digest, result)
+        if key is not None and self.cache is not None:
+            self.cache.put(scanner.name, key, result)
         return result.with_timing(elapsed)
 
     def _failed(

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Literal
 
 import yaml
 
-from contentfilter import schema
+from contentfilter import cache, schema
 from contentfilter.decode import DecoderLimits, decode, describe
 from contentfilter.errors import ConfigError
 from contentfilter.model import (
@@ -263,6 +263,36 @@ class BannedPart:
         return " | ".join(describe(part) for part in self.path)
 
 
+# a header field line as the stdlib feed parser reads one (email.feedparser.headerRE)
+_FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+):")
+_MIME_FIELDS = (b"content", b"mime")
+
+
+def mime_view(raw: bytes) -> bytes:
+    """The message without its top-level header fields that MIME decoding never reads.
+
+    Kept verbatim: every field whose name starts with Content or MIME (any case, with
+    its continuation lines, duplicates and order), and everything from the first line
+    that is not a header field on (the empty line, or a line the decoder takes as the
+    start of the body). Dropped: the other well-formed fields (Received, To, Subject...).
+    """
+    kept: list[bytes] = []
+    keeping = True  # a continuation line before any field stays
+    position = 0
+    while position < len(raw):
+        newline = raw.find(b"\n", position)
+        line_end = len(raw) if newline < 0 else newline + 1
+        if raw[position] not in b" \t":
+            field = _FIELD_NAME.match(raw, position, line_end)
+            if field is None:
+                break  # the empty line, or what the decoder takes as the body
+            keeping = field[1].lower().startswith(_MIME_FIELDS)
+        if keeping:
+            kept.append(raw[position:line_end])
+        position = line_end
+    return b"".join(kept) + raw[position:]
+
+
 def leaf_paths(decoded: DecodedMessage) -> Iterator[tuple[Part, ...]]:
     """Each leaf with the parts it is inside, depth first (iterative: trees can be deep)."""
     stack: list[tuple[Part, ...]] = [(decoded.root,)]
@@ -321,7 +351,6 @@ class BannedScanner:
     """Checks the decoded parts against the rules; decode problems become UNCHECKED."""
 
     needs_parts = True
-    cacheable = True
 
     def __init__(self, name: str, settings: BannedSettings, limits: DecoderLimits) -> None:
         self.name = name
@@ -329,6 +358,16 @@ class BannedScanner:
         self.on_failure = settings.on_failure
         self.rules = settings.rules
         self.limits = limits
+        self._fingerprint = cache.fingerprint(settings, limits)
+
+    def cache_key(self, message: Message) -> str:
+        """What the decoder reads (`mime_view`), its quota for this size, the rules and limits.
+
+        The top-level fields other than Content-* and MIME-* do not count: copies of one
+        message that differ only in Received, To or Message-ID share a verdict.
+        """
+        quota = self.limits.quota(message.size)  # depends on the whole size
+        return cache.key(self._fingerprint, str(quota), mime_view(message.raw))
 
     async def scan(self, message: Message) -> ScanResult:
         decoded = message.parts

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from contentfilter import cache
 from contentfilter.addresses import HostPort
 from contentfilter.errors import (
     ScannerError,
@@ -224,7 +225,6 @@ class ClamAVScanner:
     """Streams each message to the first clamd that answers."""
 
     needs_parts = False
-    cacheable = True  # clamd's verdict depends on the bytes only
 
     def __init__(
         self,
@@ -243,6 +243,11 @@ class ClamAVScanner:
         self.servers = tuple(ClamdServer.parse(server) for server in settings.servers)
         self._clock = clock
         self._failed_at: dict[ClamdServer, float] = {}
+        self._fingerprint = cache.fingerprint(settings)
+
+    def cache_key(self, message: Message) -> str:
+        """clamd reads the whole message: its own MIME parser follows the top-level header."""
+        return cache.key(self._fingerprint, message.raw)
 
     async def scan(self, message: Message) -> ScanResult:
         started = time.perf_counter()

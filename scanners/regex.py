@@ -17,8 +17,7 @@ parts stay base64, as in Postfix body_checks), up to `max_body_size` bytes.
 
 Each rule that matches adds one finding of its category; rules are independent.
 Patterns run on the event loop, so the body cap also bounds what a slow pattern
-can cost. Results are not cached: they depend on the headers, and the cache is
-keyed by the body digest.
+can cost. Results are not cached: running the rules costs less than a lookup.
 """
 
 from __future__ import annotations
@@ -135,7 +134,6 @@ class RegexScanner:
     """Runs the configured rules over each message's header and body."""
 
     needs_parts = False
-    cacheable = False  # header rules: the same body can come with other headers
 
     def __init__(self, name: str, settings: RegexSettings) -> None:
         self.name = name
@@ -143,6 +141,10 @@ class RegexScanner:
         self.on_failure = settings.on_failure
         self.settings = settings
         self.rules = tuple((rule, rule.compile()) for rule in settings.rules)
+
+    def cache_key(self, message: Message) -> None:
+        """Not cached: header and body rules: cheaper to run than to look up."""
+        return None
 
     async def scan(self, message: Message) -> ScanResult:
         started = time.perf_counter()

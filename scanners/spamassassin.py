@@ -24,9 +24,10 @@ recipient list of every message.
 Messages larger than `max_size` are not sent (spamc's and amavisd-new's
 behaviour): the result says `skipped`, and the log says why.
 
-Results are cacheable by body digest, as amavisd-new caches them: a second copy
-of a body within the cache TTL gets the first copy's score, even though header
-rules (Received, DKIM) could score it differently.
+The cache key is the copy spamd is handed (the whole message and the envelope
+sender on top) with the settings: header rules (Received, DKIM, SPF) score the
+header, so only an identical transaction gets a cached score (Postfix hands one
+queued message with many recipients over in several identical transactions).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import aiospamc.requests  # type: ignore[import-untyped]
 import aiospamc.responses  # type: ignore[import-untyped]
 from loguru import logger as loguru_logger
 
+from contentfilter import cache
 from contentfilter.addresses import HostPort
 from contentfilter.errors import (
     ScannerError,
@@ -180,7 +182,6 @@ class SpamAssassinScanner:
     """Asks spamd for a REPORT on each message no larger than `max_size`."""
 
     needs_parts = False
-    cacheable = True  # by body digest, as amavisd-new does (see the module docstring)
 
     def __init__(self, name: str, settings: SpamAssassinSettings) -> None:
         self.name = name
@@ -197,6 +198,13 @@ class SpamAssassinScanner:
             builder = builder.with_connection(endpoint.host, endpoint.port)
         timeout = aiospamc.Timeout(total=settings.timeout, connection=settings.connect_timeout)
         self._client = builder.set_timeout(timeout).build()
+        self._fingerprint = cache.fingerprint(settings)
+
+    def cache_key(self, message: Message) -> str | None:
+        """What spamd is handed (`spamd_copy`: sender and message) and the settings (user...)."""
+        if message.size > self.settings.max_size:
+            return None  # not sent to spamd
+        return cache.key(self._fingerprint, message.envelope.mail_from, message.raw)
 
     async def scan(self, message: Message) -> ScanResult:
         started = time.perf_counter()

@@ -108,7 +108,7 @@ async def test_the_registry_builds_it_from_the_config(clamd: Clamd) -> None:
     )
     built = REGISTRY["clamav"].create("virus", loaded.scanners["virus"], loaded)
     assert isinstance(built, Scanner)
-    assert (built.name, built.cacheable, built.needs_parts) == ("virus", True, False)
+    assert (built.name, built.needs_parts) == ("virus", False)
     assert built.timeout == 10.0 + PIPELINE_GRACE  # the pipeline's is only a backstop
     result = await built.scan(mail(eicar_inline()))
     assert viruses(result.findings) == [EICAR_NAME]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import signal
 import socket
 import threading
@@ -11,7 +12,7 @@ from contextlib import contextmanager
 
 from tests.support.client import Replies, send
 from tests.support.daemons import Clamd, FilterFactory
-from tests.support.messages import clean
+from tests.support.messages import EICAR, clean, message
 from tests.support.net import HangingServer, wait_until
 from tests.support.sink import CaptureSink
 
@@ -87,14 +88,42 @@ def test_second_identical_message_does_not_reach_clamd(
     with counting_proxy(clamd.address) as proxy:
         process = filter_factory(clamd=proxy.address)
         message = clean()
+        # Postfix hands one queued message over in several identical transactions.
         first = send(process.address, message, "alice@sender.example", ["bob@example.com"])
-        # Postfix adds its own Received line per transaction: the body stays the same.
-        again = b"Received: from mx (mx [192.0.2.1]) by mail.example.com\r\n" + message
-        second = send(process.address, again, "alice@sender.example", ["carol@example.com"])
+        second = send(process.address, message, "alice@sender.example", ["carol@example.com"])
         time.sleep(0.2)
         assert proxy.connections == 1
-    assert first.data.startswith("250 2.0.0") and second.data.startswith("250 2.0.0")
-    assert len(sink.wait_for(2)) == 2
+        # clamd reads the header too: another header is another scan
+        again = b"Received: from mx (mx [192.0.2.1]) by mail.example.com\r\n" + message
+        third = send(process.address, again, "alice@sender.example", ["dave@example.com"])
+        time.sleep(0.2)
+        assert proxy.connections == 2
+    assert all(r.data.startswith("250 2.0.0") for r in (first, second, third))
+    assert len(sink.wait_for(3)) == 3
+
+
+def look_alike(boundary: str) -> bytes:
+    """One body, two readings: with boundary AAA the EICAR part is text, with BBB a file."""
+    encoded = base64.encodebytes(EICAR).replace(b"\n", b"\r\n")
+    body = (
+        b"--AAA\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+        b"--BBB\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded + b"--BBB--\r\n--AAA--\r\n"
+    )
+    return message("look-alike", body, content_type=f"multipart/mixed; boundary={boundary}")
+
+
+def test_eicar_under_another_boundary_is_not_served_a_clean_verdict(
+    filter_factory: FilterFactory, sink: CaptureSink, clamd: Clamd
+) -> None:
+    process = filter_factory(clamd=clamd.address)
+    clean_reading = send(process.address, look_alike("AAA"), "alice@sender.example", ["bob@ex.com"])
+    virus_reading = send(process.address, look_alike("BBB"), "alice@sender.example", ["bob@ex.com"])
+    assert clean_reading.data.startswith("250 2.0.0 Ok")
+    assert virus_reading.data.startswith("250 2.7.0 Ok, discarded")
+    assert "INFECTED: Eicar-Test-Signature" in virus_reading.data
+    assert len(sink.wait_for(1)) == 1
+    assert "Blocked INFECTED" in process.log_text()
 
 
 def test_cache_off_scans_every_message(

@@ -390,7 +390,7 @@ def test_registered_and_created_from_config() -> None:
         5.0,
         FailureAction.TEMPFAIL,
     )
-    assert scanner.needs_parts and scanner.cacheable
+    assert scanner.needs_parts
     asyncio.run(scanner.close())
 
 

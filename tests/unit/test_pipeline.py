@@ -36,8 +36,10 @@ class FakeScanner:
     timeout: float = 0.2
     on_failure: FailureAction = FailureAction.TEMPFAIL
     needs_parts: bool = False
-    cacheable: bool = True
     calls: int = 0
+
+    def cache_key(self, message: Message) -> str:
+        return message.raw.hex()
 
     async def scan(self, message: Message) -> ScanResult:
         self.calls += 1
@@ -219,17 +221,17 @@ async def test_partial_acceptance_answers_250_and_bounces_the_refused() -> None:
     assert dsn[0] == "" and dsn[1] == ["a@example.org"]  # DSN from <> to the sender
 
 
-async def test_cache_scans_the_same_body_once() -> None:
+async def test_cache_is_keyed_by_what_the_scanner_says() -> None:
     from contentfilter.cache import ResultCache
 
-    scanner = FakeScanner("clamav")
+    scanner = FakeScanner("clamav")  # keyed by the whole message
     p = pipeline(scanner)
     p.cache = ResultCache(ttl=60, max_entries=10)
     await p.handle(message())
-    other_headers = b"Received: from x\r\n" + RAW
-    outcome = await p.handle(message(raw=other_headers))
-    assert scanner.calls == 1
-    assert outcome.results[0].cached
+    again = await p.handle(message())
+    assert (scanner.calls, again.results[0].cached) == (1, True)
+    other = await p.handle(message(raw=b"Received: from x\r\n" + RAW))
+    assert (scanner.calls, other.results[0].cached) == (2, False)
 
 
 async def test_spam_is_tagged_for_local_recipients() -> None:

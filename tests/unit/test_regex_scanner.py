@@ -193,4 +193,4 @@ async def test_scan_returns_a_result_with_the_scanner_name() -> None:
     assert [(f.category, f.scanner) for f in result.findings] == [
         (ContentsCategory.SPAM, "local_rules")
     ]
-    assert not scanner.cacheable and not scanner.needs_parts
+    assert scanner.cache_key(message(b"Subject: x\r\n")) is None and not scanner.needs_parts
