@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from email.errors import HeaderParseError
+from email.errors import HeaderParseError, MessageError
 from email.header import decode_header, make_header
 from itertools import pairwise
 
@@ -39,6 +39,20 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _Q_LITERAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _Q_PREFIX, _Q_SUFFIX = "=?UTF-8?Q?", "?="
 _ENCODED_WORD_MAX = 75  # RFC 2047 section 2
+# The fields this filter writes and so removes from mail it tags (amavisd-new's
+# @headers_to_be_removed in add_forwarding_header_edits_per_recip); other X-Spam-*
+# fields (X-Spam-Summary, X-Spam-Processed ...) are someone else's and stay.
+OWN_SPAM_FIELDS = frozenset(
+    {
+        b"x-spam-status",
+        b"x-spam-level",
+        b"x-spam-flag",
+        b"x-spam-score",
+        b"x-spam-report",
+        b"x-spam-checker-version",
+        b"x-spam-tests",
+    }
+)
 
 
 # --- numbers --------------------------------------------------------------------------
@@ -325,7 +339,12 @@ def _join_folded(lines: Sequence[str]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class HeaderField:
-    """One field of a raw header section: its name and byte span, continuation included."""
+    """One field of a raw header section: its name and byte span, continuation included.
+
+    A section that starts with whitespace has a first "field" without a name (b""):
+    those lines continue nothing (RFC 5322 section 2.2.3), but they are part of the
+    header section and stay one unit, so nothing we add can change its meaning.
+    """
 
     name: bytes
     start: int
@@ -345,7 +364,9 @@ def header_fields(raw: bytes) -> tuple[tuple[HeaderField, ...], int]:
         line = raw[line_start:line_end]
         if line in (b"\r\n", b"\n"):
             break
-        if line[:1] in (b" ", b"\t") and start >= 0:
+        if line[:1] in (b" ", b"\t"):
+            if start < 0:  # the section starts with whitespace: a nameless field
+                start = line_start
             position = line_end  # RFC 5322 section 2.2.3: a continuation line
             continue
         match = _FIELD_NAME.match(line)
@@ -393,29 +414,39 @@ def field_value(raw: bytes, field: HeaderField) -> bytes:
 def apply_edits(
     raw: bytes, header_lines: Sequence[bytes], subject_tag: str, remove_spam_headers: bool
 ) -> bytes:
-    """The message with `header_lines` at the very top and the Subject tagged.
+    """The message with `header_lines` added and the Subject tagged.
 
     This is the only function that changes a message. `header_lines` must each be a
-    complete CRLF-terminated field (from `header_line` and friends). With
-    `remove_spam_headers`, every X-Spam-* field already in the header section goes.
-    Every other byte, the body above all, is kept as it was.
+    complete CRLF-terminated field (from `header_line` and friends); they go at the
+    very top, as amavisd-new puts them, unless the section starts with whitespace:
+    then a line put above would continue our last field, so ours go below the last
+    field instead. With `remove_spam_headers`, the X-Spam-* fields this filter
+    writes (`OWN_SPAM_FIELDS`) already in the header section go. Every other byte,
+    the body above all, is kept as it was.
     """
     for line in header_lines:
         if not line.endswith(CRLF):
             raise ValueError(f"a header line must end in CRLF: {line!r}")
     fields, fields_end = header_fields(raw)
     tag = _sanitize(subject_tag) if subject_tag.strip(" \t") else ""
-    output = list(header_lines)
+    added = list(header_lines)
     if tag and not any(field.name.lower() == b"subject" for field in fields):
-        output.append(header_line("Subject", tag.rstrip(" \t")))
+        added.append(header_line("Subject", tag.rstrip(" \t")))
+    kept: list[bytes] = []
     for field in fields:
         name = field.name.lower()
-        if remove_spam_headers and name.startswith(b"x-spam-"):
+        if remove_spam_headers and name in OWN_SPAM_FIELDS:
             continue
         text = raw[field.start : field.end]
-        output.append(tag_subject(text, tag) if tag and name == b"subject" else text)
-    output.append(raw[fields_end:])
-    return b"".join(output)
+        kept.append(tag_subject(text, tag) if tag and name == b"subject" else text)
+    if fields and not fields[0].name:
+        return b"".join([*kept, *_ended(kept), *added, raw[fields_end:]])
+    return b"".join([*added, *kept, raw[fields_end:]])
+
+
+def _ended(kept: Sequence[bytes]) -> list[bytes]:
+    """A line break after the last kept field if it has none (a message without body)."""
+    return [] if not kept or kept[-1].endswith(b"\n") else [CRLF]
 
 
 def tag_subject(field: bytes, tag: str) -> bytes:
@@ -499,5 +530,6 @@ def decoded_text(value: bytes) -> str:
     text = value.decode("utf-8", errors="replace")
     try:
         return str(make_header(decode_header(text)))
-    except (HeaderParseError, LookupError, UnicodeError, ValueError):
-        return text
+    except (MessageError, LookupError, UnicodeError, ValueError):
+        # CharsetError for a charset name like "iso-8859-\xe9", and its relatives
+        return decode_encoded_words(text)

@@ -68,6 +68,9 @@ def problems(
     field = ""
     for line in _lines(header):
         if line[:1] in (b" ", b"\t"):
+            if not names:  # RFC 5322 section 2.2.3: a fold continues a field
+                found.append(f"Header field syntax error: {_shown(line)}")
+                continue
             if not line.strip():
                 found.append(
                     f"Improper folded header field made up entirely of whitespace: {field}"

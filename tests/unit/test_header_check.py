@@ -57,3 +57,21 @@ async def test_scanner_reports_the_first_problem_as_bad_header() -> None:
             "Improper use of control character (char 00 hex) in message header 'Subject'",
         )
     ]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b" From: a@example.org\r\n" + GOOD, b"\tSubject: hidden\r\n" + GOOD],
+)
+def test_a_section_that_starts_with_whitespace_is_a_bad_header(header: bytes) -> None:
+    first_line = header.split(b"\r\n")[0].decode()
+    assert problems(header) == [f"Header field syntax error: {first_line}"]
+
+
+async def test_scanner_sees_the_whole_section_that_starts_with_whitespace() -> None:
+    raw = b" From: a@example.org\r\n" + GOOD + b"body\r\n"
+    message = Message("1-01", "m", Envelope("a@x", (Recipient("b@y"),)), raw)
+    result = await HeaderCheckScanner("bad_header", HeaderCheckSettings()).scan(message)
+    assert [(f.category, f.detail) for f in result.findings] == [
+        (ContentsCategory.BAD_HEADER, "Header field syntax error:  From: a@example.org")
+    ]

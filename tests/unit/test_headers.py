@@ -16,6 +16,7 @@ from contentfilter.headers import (
     alert_header,
     alert_text,
     apply_edits,
+    decoded_text,
     encoded_words,
     expand_subject_tag,
     format_score,
@@ -344,7 +345,7 @@ def test_expand_subject_tag(
         (b"\r\nA: body\r\n", [], 2),  # empty header section
         (b"A: 1\nB: 2\n\nbody\n", [b"A", b"B"], 11),  # bare LF
         (b"A: 1\r\nnot a header\r\nB: 2\r\n", [b"A"], 6),  # the body starts there
-        (b" leading: ws\r\n\r\n", [], 0),
+        (b" leading: ws\r\n\r\n", [b""], 16),  # a nameless first field, kept whole
         (b"Obs-Name : value\r\n\r\n", [b"Obs-Name"], 20),  # RFC 5322 section 4.5.3
         (b"", [], 0),
     ],
@@ -515,3 +516,71 @@ def test_apply_edits_with_spam_headers_parses() -> None:
     assert parsed["Subject"] == "***SPAM*** Test spam mail (GTUBE)"
     assert "tagged_above=2 required=6.31" in str(parsed["X-Spam-Status"])
     assert edited.endswith(CRLF + BODY)
+
+
+# --- hostile header sections ----------------------------------------------------------
+
+
+def test_apply_edits_removes_only_the_spam_fields_we_write() -> None:
+    ours = (
+        b"X-Spam-Flag: YES\r\nX-Spam-Score: 9\r\nX-Spam-Level: *********\r\n"
+        b"X-Spam-Status: Yes,\r\n score=9\r\nX-Spam-Report: r\r\nX-Spam-Checker-Version: v\r\n"
+        b"X-Spam-Tests: t\r\n"
+    )
+    theirs = (
+        b"X-Spam-Summary: list summary\r\nX-Spam-Processed: mx.example, Mon\r\n"
+        b"X-Spam-Check-By: mx.example\r\nX-Spamd-Result: default: False\r\n"
+    )
+    raw = b"Subject: Hi\r\n" + ours + theirs + CRLF + BODY
+    assert apply_edits(raw, ADDED, "", True) == ADDED[0] + b"Subject: Hi\r\n" + theirs + CRLF + BODY
+
+
+WHITESPACE_FIRST = [
+    b" From: a@example.org\r\nSubject: Hi\r\n\r\nbody\r\n",
+    b"\tFrom: a@example.org\r\n\tTo: b@example.com\r\nSubject: Hi\r\n\r\nbody\r\n",
+    b" Subject: hidden\r\n\r\nbody\r\n",
+    b" From: a@example.org",  # no line end at all
+]
+
+
+@pytest.mark.parametrize("raw", WHITESPACE_FIRST)
+def test_added_lines_never_continue_a_section_that_starts_with_whitespace(raw: bytes) -> None:
+    fields, end = header_fields(raw)
+    lines = (*ADDED, b"X-Amavis-Alert: BAD HEADER SECTION, Header field syntax error\r\n")
+    edited = apply_edits(raw, lines, "", True)
+    added = b"".join(lines)
+    # The original section stays one piece, byte for byte, our lines right after it.
+    original = raw[:end] if raw[:end].endswith(b"\n") else raw[:end] + CRLF
+    assert edited == original + added + raw[end:]
+    # Each of our fields still reads as we wrote it: nothing became its continuation.
+    parsed = email.message_from_bytes(edited, policy=email.policy.default)
+    assert parsed["X-Virus-Scanned"] == "Debian amavis at mx.example.com"
+    assert fields and fields[0].name == b""
+
+
+@pytest.mark.parametrize("raw", WHITESPACE_FIRST[:3])
+def test_tagging_a_section_that_starts_with_whitespace_adds_one_subject(raw: bytes) -> None:
+    edited = apply_edits(raw, ADDED, SPAM, True)
+    subjects = [f for f in header_fields(edited)[0] if f.name.lower() == b"subject"]
+    count = sum(1 for f in header_fields(raw)[0] if f.name.lower() == b"subject")
+    assert len(subjects) == max(count, 1)
+    assert all(b"***SPAM***" in edited[f.start : f.end] for f in subjects)
+    assert edited.startswith(raw[:2])  # the original first line is still first
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        b"=?iso-8859-\xe9?q?x?=",
+        "=?iso-8859-é?q?x?=".encode(),
+        b"=?utf-8?q?ok?= =?iso-8859-\xe9?b?eA==?= tail",
+        b"=?x-unknown?q?x?=",
+        b"=?utf-8?b?not base64?=",
+        b"=?\xff\xfe?q?x?=",
+    ],
+)
+def test_subject_with_a_broken_rfc2047_charset_is_still_tagged(subject: bytes) -> None:
+    assert isinstance(decoded_text(subject), str)
+    raw = b"From: a@x\r\nSubject: " + subject + b"\r\n\r\nbody\r\n"
+    edited = apply_edits(raw, (), SPAM, False)
+    assert edited == b"From: a@x\r\nSubject: ***SPAM*** " + subject + b"\r\n\r\nbody\r\n"
