@@ -195,9 +195,7 @@ class _DryRun:
         from contentfilter.relay import RecipientResult
 
         return Delivery(
-            tuple(RecipientResult(r, 250, "Ok") for r in recipients),
-            250,
-            "2.0.0 Ok: not sent (dry run)",
+            tuple(RecipientResult(r, 250, "2.0.0 Ok: not sent (dry run)") for r in recipients)
         )
 
 
@@ -241,7 +239,8 @@ async def _scan(config: Config, message: Message) -> list[str]:
         for scanner in pipeline.scanners:
             await scanner.close()
     lines.extend(_result_lines(results))
-    context = policy.Context(config.server.hostname, config.policy, None)
+    bank = policy.choose_bank(message.envelope, config.server.listen, config.policy_banks)
+    context = policy.Context(config.server.hostname, config.policy, bank)
     for verdict in policy.decide(message, results, context):
         lines.extend(_verdict_lines(message, verdict))
     return lines

@@ -77,13 +77,3 @@ class NextHopTimeout(RelayError, TimeoutError):
 
 class NextHopRefused(RelayError):
     """The next hop answered a command with 4xx or 5xx."""
-
-
-class MessageRejected(ContentFilterError):
-    """The message itself is unacceptable at the protocol level (bare LF, too big)."""
-
-    def __init__(self, code: int, status: str, text: str) -> None:
-        self.code = code
-        self.status = status
-        self.text = text
-        super().__init__(f"{code} {status} {text}")

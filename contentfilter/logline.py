@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 
 from contentfilter.headers import field_value, header_fields
-from contentfilter.model import ContentsCategory
+from contentfilter.model import Action, ContentsCategory, Destiny, Disposition, Outcome
 
 # RFC 5321 section 4.1.2: Atom / Dot-string; RFC 6531 section 3.3 adds UTF-8 to atext
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
@@ -74,6 +74,67 @@ def summary_line(
         fields.append(f"queued_as: {'/'.join(queued_as)}")
     fields.append(f"{elapsed_ms} ms")
     return sanitize(", ".join(fields))
+
+
+def outcome_line(outcome: Outcome) -> str:
+    """The log line of one message, from what happened to each recipient."""
+    message = outcome.message
+    envelope = message.envelope
+    dispositions = outcome.dispositions
+    passed = any(d.action is Action.RELAYED for d in dispositions)
+    category = main_category(outcome)
+    if not outcome.verdicts:  # no decision was reached: the check did not happen
+        category = ContentsCategory.UNCHECKED
+    elif not passed and any(d.by_next_hop for d in dispositions):
+        category = max(category, ContentsCategory.MTA)  # amavisd-new's MTA-BLOCKED
+    details = [f.detail for r in outcome.results for f in r.findings if f.category is category]
+    spam = next((r.spam for r in outcome.results if r.spam is not None), None)
+    original = envelope.xforward_value("ADDR")
+    port = envelope.xforward_value("PORT")
+    client = f"[{original or envelope.client_address}]" + (f":{port}" if original and port else "")
+    return summary_line(
+        log_id=message.log_id,
+        passed=passed,
+        category=category,
+        details=details,
+        actions=action_words(dispositions),
+        client=client,
+        original_client=None,
+        sender=envelope.mail_from,
+        recipients=[r.address for r in envelope.recipients],
+        queue_id=envelope.xforward_value("IDENT") or queue_id_from_headers(message.header_bytes),
+        message_id=message_id(message.header_bytes),
+        mail_id=message.mail_id,
+        hits=spam.score if spam else None,
+        size=message.size,
+        queued_as=outcome.queued_as,
+        elapsed_ms=round(outcome.elapsed * 1000),
+    )
+
+
+def main_category(outcome: Outcome) -> ContentsCategory:
+    """The highest category of the message: of the verdicts and of every finding."""
+    found = [v.category for v in outcome.verdicts]
+    findings = [f.category for r in outcome.results for f in r.findings]
+    return max([*found, *findings], default=ContentsCategory.CLEAN)
+
+
+def action_words(dispositions: Sequence[Disposition]) -> tuple[str, ...]:
+    """`RelayedInbound`, `DiscardedInbound`...: relay attempts first, each word once."""
+    attempted = sorted(dispositions, key=lambda d: not _relay_attempt(d))
+    return tuple(dict.fromkeys(f"{_action_word(d)}Inbound" for d in attempted))
+
+
+def _relay_attempt(disposition: Disposition) -> bool:
+    verdict = disposition.verdict
+    return verdict is not None and verdict.destiny is Destiny.PASS
+
+
+def _action_word(disposition: Disposition) -> str:
+    verdict = disposition.verdict
+    if disposition.action is Action.RELAYED and verdict is not None and verdict.subject_tag:
+        return "RelayedTagged"
+    return disposition.action.value
 
 
 def category_text(category: ContentsCategory, details: Sequence[str], minor: int = 0) -> str:

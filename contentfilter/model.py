@@ -7,7 +7,7 @@ Envelope + raw bytes -> Message -> (decoded parts) -> ScanResult per scanner
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum, IntEnum
 from functools import cached_property
 from typing import Protocol, runtime_checkable
@@ -328,16 +328,74 @@ class Reply:
         return 400 <= self.code < 500
 
 
+class Action(Enum):
+    """What was done with one recipient's copy; the value is amavisd-new's log word."""
+
+    RELAYED = "Relayed"  # the next hop accepted it
+    DISCARDED = "Discarded"  # dropped on purpose, answered 2xx, nobody told
+    BOUNCED = "Bounced"  # answered 2xx, we sent the sender a DSN
+    REJECTED = "Rejected"  # answered 5xx (by policy, or the next hop refused it)
+    TEMPFAILED = "TempFailed"  # answered 4xx: Postfix keeps it and retries
+    QUARANTINED = "Quarantined"  # kept in the quarantine, not delivered
+
+
+_ACTION_CODES = {
+    Action.RELAYED: range(200, 300),
+    Action.DISCARDED: range(200, 300),
+    Action.BOUNCED: range(200, 300),
+    Action.QUARANTINED: range(200, 300),
+    Action.REJECTED: range(500, 600),
+    Action.TEMPFAILED: range(400, 500),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Disposition:
+    """What happened to one recipient: the record the reply, log line and DSN come from.
+
+    `verdict` is None when no decision was reached (a scanner that must tempfail, an
+    internal fault). `queue_id` is the next hop's queue id for a relayed copy;
+    `by_next_hop` says the next hop refused the copy or did not take it.
+    """
+
+    recipient: Recipient
+    verdict: Verdict | None
+    action: Action
+    reply: Reply
+    queue_id: str | None = None
+    quarantine_id: str | None = None
+    by_next_hop: bool = False
+
+    def __post_init__(self) -> None:
+        if self.reply.code not in _ACTION_CODES[self.action]:
+            raise ValueError(f"{self.action.name} answered {self.reply.code}")
+        if self.verdict is not None and self.verdict.recipient != self.recipient:
+            raise ValueError("a disposition's verdict is for another recipient")
+        if self.queue_id is not None and self.action is not Action.RELAYED:
+            raise ValueError("only a relayed copy has a next-hop queue id")
+        if self.by_next_hop and self.action not in (Action.REJECTED, Action.TEMPFAILED):
+            raise ValueError("the next hop can only refuse or tempfail a copy")
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """Everything that happened to one message: what the log line and reply report."""
+    """Everything that happened to one message: one disposition per envelope recipient."""
 
     message: Message
     results: tuple[ScanResult, ...]
-    verdicts: tuple[Verdict, ...]
-    reply: Reply
-    recipient_replies: tuple[Reply, ...] = ()  # one per recipient (LMTP)
-    queued_as: tuple[str, ...] = ()
+    dispositions: tuple[Disposition, ...]
     elapsed: float = 0.0
-    actions: tuple[str, ...] = field(default=())  # "Relayed", "Discarded", "Bounced"...
-    next_hop_failed: bool = False  # a copy was refused or not taken by the next hop
+
+    def __post_init__(self) -> None:
+        recipients = tuple(d.recipient for d in self.dispositions)
+        if recipients != self.message.envelope.recipients:
+            raise ValueError("an outcome has one disposition per envelope recipient, in order")
+
+    @property
+    def verdicts(self) -> tuple[Verdict, ...]:
+        return tuple(d.verdict for d in self.dispositions if d.verdict is not None)
+
+    @property
+    def queued_as(self) -> tuple[str, ...]:
+        """The next hop's queue ids, one per transaction that it accepted."""
+        return tuple(dict.fromkeys(d.queue_id for d in self.dispositions if d.queue_id))

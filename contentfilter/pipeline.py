@@ -21,9 +21,11 @@ from contentfilter.cache import ResultCache
 from contentfilter.config import Config
 from contentfilter.errors import RelayError, ScannerError, ScannerTimeout
 from contentfilter.model import (
+    Action,
     ContentsCategory,
     DecodedMessage,
     Destiny,
+    Disposition,
     Envelope,
     FailureAction,
     Finding,
@@ -35,8 +37,7 @@ from contentfilter.model import (
     ScanResult,
     Verdict,
 )
-from contentfilter.policy_settings import PolicyBank
-from contentfilter.relay import Delivery
+from contentfilter.relay import Delivery, RecipientResult
 
 log = logging.getLogger("contentfilter")
 detail_log = logging.getLogger("contentfilter.pipeline")
@@ -145,31 +146,33 @@ class Pipeline:
 
     # --- the whole message -------------------------------------------------------------
 
-    async def handle(
-        self, message: Message, bank: PolicyBank | None = None, lmtp: bool = False
-    ) -> Outcome:
-        """Scan, decide and act; the reply is sent only after this returns."""
+    async def handle(self, message: Message, lmtp: bool = False) -> Outcome:
+        """Scan, decide and act: one disposition per recipient; reply only after this.
+
+        Without `lmtp` one SMTP reply will cover every recipient (`replies.combine`),
+        so a recipient to tempfail tempfails them all, and a refused recipient next to
+        delivered ones is owed a DSN from us.
+        """
         started = self.clock()
         try:
-            outcome = await self._handle(message, bank, lmtp)
+            outcome = await self._handle(message, lmtp)
         except Exception as error:  # nothing is lost: every fault is a tempfail
             if not isinstance(error, ScannerError | RelayError):
                 log.exception("(%s) internal error", message.log_id)
             reply = replies.failure(message.log_id, error)
-            outcome = Outcome(
-                message,
-                (),
-                (),
-                reply,
-                tuple(reply for _ in message.envelope.recipients),
-                actions=("TempFailed",),
+            failed = tuple(
+                Disposition(r, None, Action.TEMPFAILED, reply) for r in message.envelope.recipients
             )
+            outcome = Outcome(message, (), failed)
         outcome = replace(outcome, elapsed=self.clock() - started)
-        log.info("%s", summary(outcome, self.next_hop.label))
+        log.info("%s", logline.outcome_line(outcome))
         return outcome
 
-    async def _handle(self, message: Message, bank: PolicyBank | None, lmtp: bool) -> Outcome:
+    async def _handle(self, message: Message, lmtp: bool) -> Outcome:
         results = await self.scan(message)
+        bank = policy.choose_bank(
+            message.envelope, self.config.server.listen, self.config.policy_banks
+        )
         context = policy.Context(self.config.server.hostname, self.config.policy, bank)
         verdicts = policy.decide(message, results, context)
         for verdict in verdicts:
@@ -181,116 +184,85 @@ class Pipeline:
                 verdict.destiny.value,
                 verdict.rule,
             )
-        if not lmtp and any(v.destiny is Destiny.TEMPFAIL for v in verdicts):
-            first = next(v for v in verdicts if v.destiny is Destiny.TEMPFAIL)
-            reply = replies.tempfailed(message.log_id, first)
-            return Outcome(
-                message,
-                results,
-                verdicts,
-                reply,
-                tuple(reply for _ in verdicts),
-                actions=("TempFailed",),
-            )
-        return await self._act(message, results, verdicts, lmtp)
+        tempfail = next((v for v in verdicts if v.destiny is Destiny.TEMPFAIL), None)
+        if tempfail is not None and not lmtp:
+            reply = replies.tempfailed(message.log_id, tempfail)
+            held = tuple(Disposition(v.recipient, v, Action.TEMPFAILED, reply) for v in verdicts)
+            return Outcome(message, results, held)
+        return Outcome(message, results, await self._act(message, verdicts, lmtp))
 
     async def _act(
-        self,
-        message: Message,
-        results: tuple[ScanResult, ...],
-        verdicts: tuple[Verdict, ...],
-        lmtp: bool,
-    ) -> Outcome:
-        per_recipient: dict[Recipient, Reply] = {}
-        queued: list[str] = []
-        actions: list[str] = []
-        next_hop_failed = False
+        self, message: Message, verdicts: tuple[Verdict, ...], lmtp: bool
+    ) -> tuple[Disposition, ...]:
+        done: dict[int, Disposition] = {}
         for cluster in clusters(verdicts):
-            replies_for, queue_id = await self._relay(message, cluster)
-            per_recipient.update(replies_for)
-            if queue_id:
-                queued.append(queue_id)
-            actions.append(_relay_action(cluster[0], list(replies_for.values())))
-            next_hop_failed |= not all(r.is_success for r in replies_for.values())
-        for verdict in verdicts:
-            if verdict.destiny is Destiny.PASS:
-                continue
-            per_recipient[verdict.recipient] = await self._block(message, results, verdict)
-            actions.append(_block_action(per_recipient[verdict.recipient], verdict.destiny))
-        ordered = tuple(per_recipient[v.recipient] for v in verdicts)
-        reply = (
-            ordered[0] if lmtp and len(ordered) == 1 else replies.combine(message.log_id, ordered)
-        )
-        if not lmtp and reply.is_success:
-            await self._bounce_refused(message, verdicts, ordered)
-        return Outcome(
-            message,
-            results,
-            verdicts,
-            reply,
-            ordered,
-            tuple(queued),
-            actions=tuple(dict.fromkeys(actions)),
-            next_hop_failed=next_hop_failed,
-        )
+            relayed = await self._relay(message, [verdicts[i] for i in cluster])
+            done.update(zip(cluster, relayed, strict=True))
+        for index, verdict in enumerate(verdicts):
+            if verdict.destiny is not Destiny.PASS:
+                done[index] = await self._block(message, verdict)
+        dispositions = tuple(done[index] for index in range(len(verdicts)))
+        if not lmtp and replies.combine(message.log_id, dispositions).is_success:
+            await self._notify_refused(message, dispositions)
+        return dispositions
 
-    async def _relay(
-        self, message: Message, cluster: Sequence[Verdict]
-    ) -> tuple[dict[Recipient, Reply], str | None]:
+    async def _relay(self, message: Message, cluster: Sequence[Verdict]) -> list[Disposition]:
+        """One transaction for recipients whose copies need the same edits."""
         first = cluster[0]
         data = headers.apply_edits(
             message.raw, first.header_lines, first.subject_tag, first.remove_spam_headers
         )
-        recipients = [v.recipient for v in cluster]
         label = self.next_hop.label
         try:
-            delivery = await self.next_hop.deliver(message.envelope, recipients, data)
+            delivery = await self.next_hop.deliver(
+                message.envelope, [v.recipient for v in cluster], data
+            )
         except RelayError as error:
             log.warning("(%s) next hop: %s", message.log_id, error)
             reply = replies.next_hop_failed(message.log_id, label, error)
-            return {r: reply for r in recipients}, None
-        answers: dict[Recipient, Reply] = {}
-        for result in delivery.recipients:
-            if result.accepted:
-                answers[result.recipient] = replies.relayed(
-                    message.log_id, label, delivery.code, delivery.text
+            action = Action.REJECTED if reply.code >= 500 else Action.TEMPFAILED
+            return [Disposition(v.recipient, v, action, reply, by_next_hop=True) for v in cluster]
+        return [
+            _relay_disposition(message.log_id, label, verdict, answer, delivery.queue_id)
+            for verdict, answer in zip(cluster, delivery.recipients, strict=True)
+        ]
+
+    async def _block(self, message: Message, verdict: Verdict) -> Disposition:
+        """A recipient whose copy is not passed: its destiny, with our DSN for BOUNCE."""
+        log_id, recipient = message.log_id, verdict.recipient
+        if verdict.destiny is Destiny.BOUNCE:
+            if not verdict.dsn.send:
+                log.info("(%s) DSN suppressed: %s", log_id, verdict.dsn.reason)
+                reply = replies.discarded(
+                    log_id, f"{verdict.reason} (no DSN: {verdict.dsn.reason})"
                 )
-            else:
-                refusal = RelayError("recipient refused", result.code, result.text)
-                answers[result.recipient] = replies.next_hop_failed(message.log_id, label, refusal)
-        return answers, delivery.queue_id
-
-    async def _block(
-        self, message: Message, results: tuple[ScanResult, ...], verdict: Verdict
-    ) -> Reply:
-        if verdict.destiny is not Destiny.BOUNCE:
-            return replies.for_destiny(message.log_id, verdict)
-        if not verdict.dsn.send:
-            log.info("(%s) DSN suppressed: %s", message.log_id, verdict.dsn.reason)
-            return replies.discarded(
-                message.log_id, f"{verdict.reason} (no DSN: {verdict.dsn.reason})"
+                return Disposition(recipient, verdict, Action.DISCARDED, reply)
+            refusal = replies.rejected(log_id, verdict)
+            await self._send_dsn(message, [(verdict, refusal)], verdict.reason, verdict)
+            return Disposition(
+                recipient, verdict, Action.BOUNCED, replies.bounced(log_id, verdict.reason)
             )
-        reply = replies.rejected(message.log_id, verdict)
-        await self._send_dsn(message, [(verdict, reply)], verdict.reason, verdict)
-        return replies.bounced(message.log_id, verdict.reason)
+        reply = replies.for_destiny(log_id, verdict)
+        return Disposition(recipient, verdict, _BLOCK_ACTIONS[verdict.destiny], reply)
 
-    async def _bounce_refused(
-        self,
-        message: Message,
-        verdicts: tuple[Verdict, ...],
-        ordered: tuple[Reply, ...],
+    async def _notify_refused(
+        self, message: Message, dispositions: tuple[Disposition, ...]
     ) -> None:
         """Mixed outcome answered 250: we owe the refused recipients' sender a DSN."""
-        refused = [(v, r) for v, r in zip(verdicts, ordered, strict=True) if r.code >= 500]
-        for verdict, _ in refused:
-            if not verdict.dsn.send:
+        owed: list[tuple[Verdict, Reply]] = []
+        for disposition in dispositions:
+            verdict = disposition.verdict
+            if disposition.action is not Action.REJECTED or verdict is None:
+                continue
+            if verdict.dsn.send:
+                owed.append((verdict, disposition.reply))
+            else:
                 log.info(
                     "(%s) DSN for <%s> suppressed: %s",
                     message.log_id,
                     verdict.recipient.address,
                     verdict.dsn.reason,
                 )
-        owed = [(v, r) for v, r in refused if v.dsn.send]
         if owed:
             await self._send_dsn(message, owed, owed[0][1].text)
 
@@ -323,73 +295,29 @@ class Pipeline:
         await self.next_hop.deliver(envelope, envelope.recipients, dsn)
 
 
-def _block_action(reply: Reply, destiny: Destiny) -> str:
-    """The log line's word for a recipient whose copy was not passed."""
-    if reply.code >= 500:
-        return "Rejected"
-    if reply.is_tempfail:
-        return "TempFailed"
-    return {
-        Destiny.DISCARD: "Discarded",
-        Destiny.BOUNCE: "Bounced",
-        Destiny.REJECT: "Rejected",
-    }.get(destiny, "TempFailed")
+_BLOCK_ACTIONS = {
+    Destiny.DISCARD: Action.DISCARDED,
+    Destiny.REJECT: Action.REJECTED,
+    Destiny.TEMPFAIL: Action.TEMPFAILED,
+}
 
 
-def _relay_action(verdict: Verdict, answers: Sequence[Reply]) -> str:
-    """The log line's word for a relay attempt: what really happened to the copy."""
-    if any(a.is_success for a in answers):
-        return "RelayedTagged" if verdict.subject_tag else "Relayed"
-    return "TempFailed" if any(a.is_tempfail for a in answers) else "Rejected"
+def _relay_disposition(
+    log_id: str, label: str, verdict: Verdict, answer: RecipientResult, queue_id: str | None
+) -> Disposition:
+    """What the next hop's answer for one recipient means for that recipient."""
+    if answer.accepted:
+        reply = replies.relayed(log_id, label, answer.code, answer.text)
+        return Disposition(verdict.recipient, verdict, Action.RELAYED, reply, queue_id)
+    reply = replies.next_hop_refused(log_id, label, answer.code, answer.text)
+    action = Action.REJECTED if reply.code >= 500 else Action.TEMPFAILED
+    return Disposition(verdict.recipient, verdict, action, reply, by_next_hop=True)
 
 
-def clusters(verdicts: Sequence[Verdict]) -> list[list[Verdict]]:
-    """Passed recipients grouped by identical header edits: one transaction each."""
-    groups: dict[tuple[tuple[bytes, ...], str, bool], list[Verdict]] = {}
-    for verdict in verdicts:
+def clusters(verdicts: Sequence[Verdict]) -> list[list[int]]:
+    """Indexes of passed recipients grouped by identical header edits: one transaction each."""
+    groups: dict[tuple[tuple[bytes, ...], str, bool], list[int]] = {}
+    for index, verdict in enumerate(verdicts):
         if verdict.destiny is Destiny.PASS:
-            groups.setdefault(verdict.edits_key(), []).append(verdict)
+            groups.setdefault(verdict.edits_key(), []).append(index)
     return list(groups.values())
-
-
-def main_category(outcome: Outcome) -> ContentsCategory:
-    """The highest category of the message (what the log line reports)."""
-    found = [v.category for v in outcome.verdicts]
-    findings = [f.category for r in outcome.results for f in r.findings]
-    return max([*found, *findings], default=ContentsCategory.CLEAN)
-
-
-def summary(outcome: Outcome, next_hop: str) -> str:
-    """amavisd-new's one line per message."""
-    message = outcome.message
-    envelope = message.envelope
-    category = main_category(outcome)
-    if outcome.actions == ("TempFailed",) and not outcome.verdicts:
-        category = ContentsCategory.UNCHECKED if outcome.reply.is_tempfail else category
-    details = [f.detail for r in outcome.results for f in r.findings if f.category is category]
-    spam = next((r.spam for r in outcome.results if r.spam is not None), None)
-    passed = any(r.is_success and r.status.startswith("2.0") for r in outcome.recipient_replies)
-    if outcome.next_hop_failed and not passed:
-        category = max(category, ContentsCategory.MTA)  # amavisd-new's MTA-BLOCKED
-    original = envelope.xforward_value("ADDR")
-    port = envelope.xforward_value("PORT")
-    client = f"[{original or envelope.client_address}]" + (f":{port}" if original and port else "")
-    return logline.summary_line(
-        log_id=message.log_id,
-        passed=passed,
-        category=category,
-        details=details,
-        actions=tuple(f"{a}Inbound" for a in outcome.actions),
-        client=client,
-        original_client=None,
-        sender=envelope.mail_from,
-        recipients=[r.address for r in envelope.recipients],
-        queue_id=envelope.xforward_value("IDENT")
-        or logline.queue_id_from_headers(message.header_bytes),
-        message_id=logline.message_id(message.header_bytes),
-        mail_id=message.mail_id,
-        hits=spam.score if spam else None,
-        size=message.size,
-        queued_as=outcome.queued_as,
-        elapsed_ms=round(outcome.elapsed * 1000),
-    )

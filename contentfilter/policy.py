@@ -9,14 +9,16 @@ X-Virus-Scanned line, which every passed copy gets.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from contentfilter import bounce, headers
+from contentfilter.config import Listener
 from contentfilter.model import (
     ContentsCategory,
     Destiny,
     DsnDecision,
+    Envelope,
     Finding,
     Message,
     Recipient,
@@ -185,6 +187,23 @@ def recipient_policy(
     for _, key in sorted(matching):
         policy = policy.with_overrides(settings.recipients[key])
     return policy
+
+
+def choose_bank(
+    envelope: Envelope, listeners: Sequence[Listener], banks: Mapping[str, PolicyBank]
+) -> PolicyBank | None:
+    """amavisd-new's policy bank: the listener's own, else the first whose clients match.
+
+    The client is the original one (XFORWARD ADDR) when Postfix sent it, else our peer.
+    """
+    for listener in listeners:
+        if listener.policy_bank and str(listener.address) == envelope.listener:
+            return banks[listener.policy_bank]
+    client = envelope.original_client
+    for bank in banks.values():
+        if any(client in network for network in bank.clients):
+            return bank
+    return None
 
 
 # --- the decision ---------------------------------------------------------------------

@@ -28,7 +28,7 @@ XFORWARD_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE
 
 @dataclass(frozen=True, slots=True)
 class RecipientResult:
-    """The next hop's answer for one recipient."""
+    """The next hop's final answer for one recipient: its RCPT refusal or end-of-DATA reply."""
 
     recipient: Recipient
     code: int
@@ -41,18 +41,18 @@ class RecipientResult:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """The next hop's answers for one transaction."""
+    """The next hop's answers for one transaction, one per recipient in RCPT order."""
 
     recipients: tuple[RecipientResult, ...]
-    code: int  # reply to end-of-DATA (or the RCPT failure when nothing was accepted)
-    text: str
+    queue_id: str | None = None  # when the next hop accepted the message
 
-    @property
-    def queue_id(self) -> str | None:
-        words = self.text.split()
-        if "as" in words and words.index("as") + 1 < len(words):
-            return words[words.index("as") + 1]
-        return None
+
+def queue_id(text: str) -> str | None:
+    """The queue id in an end-of-DATA reply text (Postfix: `2.0.0 Ok: queued as 4F1A2B3C`)."""
+    words = text.split()
+    if "as" in words and words.index("as") + 1 < len(words):
+        return words[words.index("as") + 1]
+    return None
 
 
 @dataclass
@@ -78,7 +78,11 @@ class NextHop:
         recipients: Sequence[Recipient],
         data: bytes,
     ) -> Delivery:
-        """Send one transaction; RelayError if the next hop took it for nobody."""
+        """Send one transaction and return the answer for each recipient.
+
+        RelayError when there is no answer per recipient: the next hop cannot be
+        reached, times out, drops the connection, or refuses the session or MAIL FROM.
+        """
         connection = await self._acquire()
         try:
             delivery = await self._transaction(connection.client, envelope, recipients, data)
@@ -182,25 +186,26 @@ class NextHop:
             options = [o for o in options if not o.startswith(("RET=", "ENVID="))]
         await client.mail(envelope.mail_from, options=options, encoding=encoding)
         results = [await self._rcpt(client, recipient, encoding) for recipient in recipients]
-        accepted = [r for r in results if r.accepted]
-        if not accepted:
+        if not any(r.accepted for r in results):
             await client.rset()
-            worst = min(results, key=lambda r: r.code >= 500)  # a 4xx wins: retry later
-            raise NextHopRefused(f"{self.label} refused every recipient", worst.code, worst.text)
+            return Delivery(tuple(results))
         reply = await self._data(client, data)
-        if reply.code >= 400:
-            raise NextHopRefused(f"{self.label} refused the message", reply.code, reply.message)
-        return Delivery(tuple(results), reply.code, reply.message)
+        final = tuple(
+            RecipientResult(r.recipient, reply.code, reply.message) if r.accepted else r
+            for r in results
+        )
+        return Delivery(final, queue_id(reply.message) if reply.code < 400 else None)
 
     async def _data(self, client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
         """DATA without aiosmtplib's line-ending regexes (50 ms for a 2 MB message).
 
         Our messages have CRLF line endings only (the server refuses bare CR and LF),
-        so dot-stuffing (RFC 5321 section 4.5.2) is one bytes.replace.
+        so dot-stuffing (RFC 5321 section 4.5.2) is one bytes.replace. A refusal of
+        DATA itself is returned as the reply for the accepted recipients.
         """
         start = await client.execute_command(b"DATA")
         if start.code != 354:
-            raise NextHopRefused(f"{self.label} refused DATA", start.code, start.message)
+            return start
         if client.protocol is None:
             raise NextHopUnavailable(f"lost connection to {self.label}")
         client.protocol.write(dot_stuffed(data))

@@ -22,11 +22,9 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 from contentfilter import __version__, replies
 from contentfilter.addresses import Network
 from contentfilter.config import Config, Listener
-from contentfilter.errors import MessageRejected
 from contentfilter.model import Envelope as MessageEnvelope
-from contentfilter.model import Message, Outcome, Recipient, Reply
+from contentfilter.model import Message, Recipient, Reply
 from contentfilter.pipeline import Pipeline
-from contentfilter.policy_settings import PolicyBank
 
 log = logging.getLogger("contentfilter.server")
 
@@ -34,18 +32,8 @@ XFORWARD_NAMES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
 DSN_MAIL_PARAMETERS = ("RET", "ENVID")
 DSN_RCPT_PARAMETERS = ("NOTIFY", "ORCPT")
 
-# aiosmtpd's own replies, given the enhanced status codes we advertise (RFC 2034).
-_ENHANCED = {
-    "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed limit",
-    "552 Error: message size exceeds fixed maximum message size": (
-        "552 5.3.4 Message size exceeds fixed limit"
-    ),
-    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long",
-    "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
-    "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
-    "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
-    "250 OK": "250 2.0.0 Ok",
-}
+# aiosmtpd's own reply lines as we send them
+_ENHANCED = {line: replies.render(reply) for line, reply in replies.AIOSMTPD_REPLIES.items()}
 
 
 class FilterEnvelope(Envelope):
@@ -108,12 +96,12 @@ class _FilterProtocol:
         host = self.session.peer[0] if isinstance(self.session.peer, tuple) else ""
         if not any(host in network for network in self.allowed_clients):
             log.warning("refused connection from %s: not in server.allowed_clients", host)
-            await self.push("554 5.7.1 Access denied")
+            await self.push(replies.render(replies.access_denied()))
             self.transport.close()
             return
         if not self.sessions.enter():
             log.warning("refused connection from %s: server.max_sessions reached", host)
-            await self.push("421 4.3.2 Too many sessions, try again later")
+            await self.push(replies.render(replies.too_many_sessions()))
             self.transport.close()
             return
         try:
@@ -124,38 +112,42 @@ class _FilterProtocol:
     async def smtp_XFORWARD(self, arg: str | None) -> None:
         """Postfix's XFORWARD: NAME, ADDR, PORT, PROTO, HELO, IDENT, SOURCE."""
         if not arg:
-            await self.push("501 5.5.4 Syntax: XFORWARD attribute=value...")
+            await self.push(
+                replies.render(replies.syntax_error("Syntax: XFORWARD attribute=value..."))
+            )
             return
         attributes = {}
         for item in arg.split():
             name, sep, value = item.partition("=")
             if not sep or name.upper() not in XFORWARD_NAMES:
-                await self.push(f"501 5.5.4 Bad XFORWARD attribute name: {name}")
+                await self.push(
+                    replies.render(replies.syntax_error(f"Bad XFORWARD attribute name: {name}"))
+                )
                 return
             attributes[name.upper()] = value
         self.envelope.xforward.update(attributes)
-        await self.push("250 2.0.0 Ok")
+        await self.push(replies.render(replies.ok()))
 
     async def smtp_DATA(self, arg: str | None) -> None:
         """DATA, read in large pieces (aiosmtpd reads it line by line: 90% of our CPU)."""
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):  # type: ignore[attr-defined]
             return
         if not self.envelope.rcpt_tos:
-            await self.push("503 5.5.1 Error: need RCPT command")
+            await self.push(replies.render(replies.bad_sequence("Error: need RCPT command")))
             return
         if arg:
-            await self.push("501 5.5.4 Syntax: DATA")
+            await self.push(replies.render(replies.syntax_error("Syntax: DATA")))
             return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        await self.push(replies.render(replies.start_data()))
         content = await read_data(self._reader, self.data_size_limit)  # type: ignore[attr-defined]
         if content is None:
-            await self.push("552 5.3.4 Message size exceeds fixed limit")
+            await self.push(replies.render(replies.size_exceeded()))
             self._set_post_data_state()  # type: ignore[attr-defined]
             return
         self.envelope.content = self.envelope.original_content = content
         status = await self._call_handler_hook("DATA")  # type: ignore[attr-defined]
         self._set_post_data_state()  # type: ignore[attr-defined]
-        await self.push("250 OK" if status is MISSING else status)
+        await self.push(replies.render(replies.ok()) if status is MISSING else status)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         remaining, dsn = _take_parameters(arg, DSN_MAIL_PARAMETERS)
@@ -274,7 +266,7 @@ class Handler:
     ) -> str:
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
-        return "250 2.1.0 Ok"  # RFC 3463: 2.1.0 other address status
+        return replies.render(replies.sender_ok())
 
     async def handle_RCPT(
         self,
@@ -286,7 +278,7 @@ class Handler:
     ) -> str:
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
-        return "250 2.1.5 Ok"  # RFC 3463: 2.1.5 destination address valid
+        return replies.render(replies.recipient_ok())
 
     async def handle_exception(self, error: Exception) -> str:
         log.exception("session error")
@@ -296,30 +288,27 @@ class Handler:
         self.in_flight += 1
         self.idle.clear()
         try:
-            outcome = await self._process(session, envelope)
+            answers = await self._process(session, envelope)
         finally:
             self.in_flight -= 1
             if not self.in_flight:
                 self.idle.set()
-        if self.listener.protocol == "lmtp":
-            return "\r\n".join(replies.render(r) for r in outcome.recipient_replies)
-        return replies.render(outcome.reply)
+        return "\r\n".join(replies.render(reply) for reply in answers)
 
-    async def _process(self, session: Session, envelope: FilterEnvelope) -> Outcome:
+    async def _process(self, session: Session, envelope: FilterEnvelope) -> list[Reply]:
+        """The reply to end-of-DATA: one for SMTP, one per recipient for LMTP."""
+        lmtp = self.listener.protocol == "lmtp"
         log_id = new_log_id()
         raw: bytes = envelope.original_content or b""
         message = Message(log_id, secrets.token_urlsafe(9), self._envelope(session, envelope), raw)
-        try:
-            check_line_endings(raw)
-        except MessageRejected as rejected:
-            log.warning("(%s) rejected: %s", log_id, rejected.text)
-            reply = Reply(rejected.code, rejected.status, rejected.text)
-            return Outcome(
-                message, (), (), reply, tuple(reply for _ in message.envelope.recipients)
-            )
-        return await self.pipeline.handle(
-            message, self._bank(message), lmtp=self.listener.protocol == "lmtp"
-        )
+        if has_bare_line_ending(raw):
+            reply = replies.bare_line_ending()
+            log.warning("(%s) rejected: %s", log_id, reply.text)
+            return [reply] * (len(message.envelope.recipients) if lmtp else 1)
+        outcome = await self.pipeline.handle(message, lmtp=lmtp)
+        if lmtp:
+            return replies.per_recipient(outcome.dispositions)
+        return [replies.combine(log_id, outcome.dispositions)]
 
     def _envelope(self, session: Session, envelope: FilterEnvelope) -> MessageEnvelope:
         options = {o.split("=")[0].upper(): o.partition("=")[2] for o in envelope.mail_options}
@@ -337,29 +326,16 @@ class Handler:
             listener=str(self.listener.address),
         )
 
-    def _bank(self, message: Message) -> PolicyBank | None:
-        banks = self.config.policy_banks
-        if self.listener.policy_bank:
-            return banks[self.listener.policy_bank]
-        client = message.envelope.original_client
-        for bank in banks.values():
-            if any(client in network for network in bank.clients):
-                return bank
-        return None
 
-
-def check_line_endings(raw: bytes) -> None:
-    """Refuse bare CR or LF: the next hop could see a different end of DATA.
+def has_bare_line_ending(raw: bytes) -> bool:
+    """A CR or LF outside a CRLF pair: the next hop could see a different end of DATA.
 
     SMTP smuggling (CVE-2023-51764 and kin) hides `<LF>.<CR><LF>` or `<CR>.<CR><LF>`
     in DATA so that a later server ends the message early and reads the rest as new
     commands. RFC 5321 section 2.3.8 allows CR and LF only as a CRLF pair.
     """
     crlf = raw.count(b"\r\n")
-    if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
-        raise MessageRejected(
-            554, "5.6.0", "Message contains bare CR or LF (possible SMTP smuggling), rejected"
-        )
+    return raw.count(b"\n") != crlf or raw.count(b"\r") != crlf
 
 
 class Server:

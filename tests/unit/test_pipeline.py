@@ -8,19 +8,24 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from contentfilter import config
+from contentfilter import config, replies
 from contentfilter.errors import NextHopRefused, NextHopUnavailable, ScannerUnavailable
+from contentfilter.logline import outcome_line
 from contentfilter.model import (
+    Action,
     ContentsCategory,
+    Disposition,
     Envelope,
     FailureAction,
     Finding,
     Message,
+    Outcome,
     Recipient,
+    Reply,
     ScanResult,
     SpamReport,
 )
-from contentfilter.pipeline import Pipeline, summary
+from contentfilter.pipeline import Pipeline
 from contentfilter.relay import Delivery, RecipientResult
 
 RAW = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: hello\r\n\r\nbody line\r\n"
@@ -70,17 +75,32 @@ class FakeNextHop:
             raise self.error
         sender = envelope.mail_from
         results = tuple(
-            RecipientResult(r, 550 if r.address in self.refuse else 250, "ok") for r in recipients
+            RecipientResult(r, 550, "5.1.1 unknown")
+            if r.address in self.refuse
+            else RecipientResult(r, 250, "2.0.0 Ok: queued as QUEUE1")
+            for r in recipients
         )
-        if all(r.code >= 500 for r in results):
-            raise NextHopRefused("refused every recipient", 550, "5.1.1 unknown")
+        if not any(r.accepted for r in results):
+            return Delivery(results)
         self.sent.append((sender, [r.recipient.address for r in results if r.accepted], data))
-        return Delivery(results, 250, "2.0.0 Ok: queued as QUEUE1")
+        return Delivery(results, "QUEUE1")
 
 
-def message(*recipients: str, sender: str = "a@example.org", raw: bytes = RAW) -> Message:
-    envelope = Envelope(sender, tuple(Recipient(r) for r in recipients or ("b@example.com",)))
+def message(
+    *recipients: str,
+    sender: str = "a@example.org",
+    raw: bytes = RAW,
+    xforward: tuple[tuple[str, str], ...] = (),
+) -> Message:
+    envelope = Envelope(
+        sender, tuple(Recipient(r) for r in recipients or ("b@example.com",)), xforward=xforward
+    )
     return Message("100-01", "mailid", envelope, raw)
+
+
+def smtp_reply(outcome: Outcome) -> Reply:
+    """The one reply an SMTP client gets for this outcome."""
+    return replies.combine(outcome.message.log_id, outcome.dispositions)
 
 
 def pipeline(
@@ -98,8 +118,9 @@ EICAR = Finding(ContentsCategory.VIRUS, "Eicar-Test-Signature", "clamav")
 async def test_clean_mail_is_relayed_with_the_body_untouched() -> None:
     hop = FakeNextHop()
     outcome = await pipeline(FakeScanner("clamav"), next_hop=hop).handle(message())
-    assert outcome.reply.code == 250
-    assert "from MTA([127.0.0.1]:10025): 250 2.0.0 Ok: queued as QUEUE1" in outcome.reply.text
+    reply = smtp_reply(outcome)
+    assert reply.code == 250
+    assert "from MTA([127.0.0.1]:10025): 250 2.0.0 Ok: queued as QUEUE1" in reply.text
     [(_, rcpts, data)] = hop.sent
     assert rcpts == ["b@example.com"]
     assert data.endswith(RAW)
@@ -109,10 +130,9 @@ async def test_clean_mail_is_relayed_with_the_body_untouched() -> None:
 async def test_virus_is_discarded_by_default_and_never_relayed() -> None:
     hop = FakeNextHop()
     outcome = await pipeline(FakeScanner("clamav", (EICAR,)), next_hop=hop).handle(message())
-    assert (outcome.reply.code, outcome.reply.status) == (250, "2.7.0")
-    assert (
-        "discarded" in outcome.reply.text and "INFECTED: Eicar-Test-Signature" in outcome.reply.text
-    )
+    reply = smtp_reply(outcome)
+    assert (reply.code, reply.status) == (250, "2.7.0")
+    assert "discarded" in reply.text and "INFECTED: Eicar-Test-Signature" in reply.text
     assert hop.sent == []
 
 
@@ -124,8 +144,9 @@ async def test_virus_rejected_under_reject_destiny() -> None:
         settings={"policy": {"destiny": {"virus": "reject"}}},
     )
     outcome = await p.handle(message())
-    assert (outcome.reply.code, outcome.reply.status) == (554, "5.7.0")
-    assert outcome.reply.text.endswith("- INFECTED: Eicar-Test-Signature")
+    reply = smtp_reply(outcome)
+    assert (reply.code, reply.status) == (554, "5.7.0")
+    assert reply.text.endswith("- INFECTED: Eicar-Test-Signature")
     assert hop.sent == []
 
 
@@ -145,7 +166,8 @@ async def test_scanner_down_follows_its_failure_policy(
         "clamav", error=ScannerUnavailable("clamav", "connection refused"), on_failure=on_failure
     )
     outcome = await pipeline(scanner, next_hop=hop).handle(message())
-    assert outcome.reply.code == code
+    reply = smtp_reply(outcome)
+    assert reply.code == code
     assert bool(hop.sent) is relayed
     if on_failure is FailureAction.UNCHECKED:
         assert b"Subject: ***UNCHECKED*** hello" in hop.sent[0][2]
@@ -154,14 +176,16 @@ async def test_scanner_down_follows_its_failure_policy(
 async def test_hanging_scanner_times_out_into_a_tempfail() -> None:
     hop = FakeNextHop()
     outcome = await pipeline(FakeScanner("clamav", hang=True), next_hop=hop).handle(message())
-    assert outcome.reply.code == 451
-    assert "clamav" in outcome.reply.text
+    reply = smtp_reply(outcome)
+    assert reply.code == 451
+    assert "clamav" in reply.text
     assert hop.sent == []
 
 
 async def test_crashing_scanner_is_a_tempfail_not_a_crash() -> None:
     outcome = await pipeline(FakeScanner("clamav", error=ZeroDivisionError())).handle(message())
-    assert outcome.reply.code == 451
+    reply = smtp_reply(outcome)
+    assert reply.code == 451
 
 
 async def test_scanners_run_concurrently() -> None:
@@ -194,8 +218,9 @@ async def test_next_hop_trouble_reaches_upstream(error: Exception, code: int) ->
     outcome = await pipeline(FakeScanner("clamav"), next_hop=FakeNextHop(error=error)).handle(
         message()
     )
-    assert outcome.reply.code == code
-    line = summary(outcome, "[127.0.0.1]:10025")
+    reply = smtp_reply(outcome)
+    assert reply.code == code
+    line = outcome_line(outcome)
     assert line.startswith("(100-01) Blocked MTA-BLOCKED {")
     assert ("{TempFailedInbound}" if code == 451 else "{RejectedInbound}") in line
 
@@ -203,8 +228,8 @@ async def test_next_hop_trouble_reaches_upstream(error: Exception, code: int) ->
 async def test_log_line_for_relayed_and_discarded_mail() -> None:
     relayed = await pipeline(FakeScanner("clamav")).handle(message())
     infected = await pipeline(FakeScanner("clamav", (EICAR,))).handle(message())
-    assert summary(relayed, "x").startswith("(100-01) Passed CLEAN {RelayedInbound}, ")
-    assert summary(infected, "x").startswith(
+    assert outcome_line(relayed).startswith("(100-01) Passed CLEAN {RelayedInbound}, ")
+    assert outcome_line(infected).startswith(
         "(100-01) Blocked INFECTED (Eicar-Test-Signature) {DiscardedInbound}, "
     )
 
@@ -214,8 +239,9 @@ async def test_partial_acceptance_answers_250_and_bounces_the_refused() -> None:
     outcome = await pipeline(FakeScanner("clamav"), next_hop=hop).handle(
         message("b@example.com", "gone@example.com")
     )
-    assert outcome.reply.code == 250
-    assert outcome.reply.text.endswith(", but 1 REJECT")
+    reply = smtp_reply(outcome)
+    assert reply.code == 250
+    assert reply.text.endswith(", but 1 REJECT")
     relayed, dsn = hop.sent
     assert relayed[1] == ["b@example.com"]
     assert dsn[0] == "" and dsn[1] == ["a@example.org"]  # DSN from <> to the sender
@@ -240,7 +266,8 @@ async def test_spam_is_tagged_for_local_recipients() -> None:
     outcome = await pipeline(FakeScanner("spamassassin", spam=gtube), next_hop=hop).handle(
         message()
     )
-    assert outcome.reply.code == 250
+    reply = smtp_reply(outcome)
+    assert reply.code == 250
     data = hop.sent[0][2]
     assert b"X-Spam-Flag: YES\r\n" in data
     assert b"Subject: ***SPAM*** hello\r\n" in data
@@ -252,13 +279,69 @@ async def test_bounce_dsn_follows_the_policy_banks_cutoff() -> None:
     hop = FakeNextHop()
     settings: dict[str, object] = {
         "policy": {"destiny": {"spam": "bounce"}, "defaults": {"dsn_cutoff_level": 10}},
-        "policy_banks": {"ORIGINATING": {"overrides": {"dsn_cutoff_level": 100}}},
+        "policy_banks": {
+            "ORIGINATING": {"clients": ["192.0.2.0/24"], "overrides": {"dsn_cutoff_level": 100}}
+        },
     }
     p = pipeline(
         FakeScanner("spamassassin", spam=SpamReport(20.0, 5.0)), next_hop=hop, settings=settings
     )
-    outcome = await p.handle(message(), p.config.policy_banks["ORIGINATING"])
-    assert (outcome.reply.code, outcome.reply.status) == (250, "2.5.0")
+    outcome = await p.handle(message(xforward=(("ADDR", "192.0.2.7"),)))
+    reply = smtp_reply(outcome)
+    assert (reply.code, reply.status) == (250, "2.5.0")
     [(sender, rcpts, dsn)] = hop.sent
     assert (sender, rcpts) == ("", ["a@example.org"])
     assert b"Considered UNSOLICITED BULK EMAIL" in dsn
+
+
+async def test_lmtp_answers_each_recipient_with_its_own_reply_and_sends_no_dsn() -> None:
+    hop = FakeNextHop(refuse={"gone@example.com"})
+    outcome = await pipeline(FakeScanner("clamav"), next_hop=hop).handle(
+        message("b@example.com", "gone@example.com"), lmtp=True
+    )
+    ok, refused = replies.per_recipient(outcome.dispositions)
+    assert (ok.code, ok.status) == (250, "2.0.0")
+    assert (refused.code, refused.status) == (554, "5.7.1")
+    assert refused.text.endswith("550 5.1.1 unknown")
+    [(sender, rcpts, _)] = hop.sent  # Postfix bounces the refused one itself
+    assert (sender, rcpts) == ("a@example.org", ["b@example.com"])
+
+
+async def test_each_disposition_says_what_was_done() -> None:
+    hop = FakeNextHop(refuse={"gone@example.net"})
+    p = pipeline(
+        FakeScanner("clamav", (EICAR,)),
+        next_hop=hop,
+        settings={"policy": {"recipients": {"@example.net": {"virus_lover": True}}}},
+    )
+    outcome = await p.handle(message("b@example.com", "lover@example.net", "gone@example.net"))
+    assert [d.action for d in outcome.dispositions] == [
+        Action.DISCARDED,
+        Action.RELAYED,
+        Action.REJECTED,
+    ]
+    assert [d.by_next_hop for d in outcome.dispositions] == [False, False, True]
+    assert outcome.queued_as == ("QUEUE1",)
+    assert outcome.dispositions[1].queue_id == "QUEUE1"
+    line = outcome_line(outcome)
+    assert line.startswith(
+        "(100-01) Passed INFECTED (Eicar-Test-Signature)"
+        " {RelayedTaggedInbound,RejectedInbound,DiscardedInbound}, "
+    )
+
+
+async def test_a_failure_before_the_verdict_tempfails_every_recipient() -> None:
+    outcome = await pipeline(FakeScanner("clamav", hang=True)).handle(
+        message("b@example.com", "c@example.com")
+    )
+    assert [d.action for d in outcome.dispositions] == [Action.TEMPFAILED] * 2
+    assert all(d.verdict is None for d in outcome.dispositions)
+    assert outcome_line(outcome).startswith("(100-01) Blocked UNCHECKED {TempFailedInbound}, ")
+
+
+def test_a_disposition_checks_its_reply_against_its_action() -> None:
+    tempfail = Reply(451, "4.5.0", "Error in processing")
+    with pytest.raises(ValueError, match="RELAYED answered 451"):
+        Disposition(Recipient("b@example.com"), None, Action.RELAYED, tempfail)
+    with pytest.raises(ValueError, match="queue id"):
+        Disposition(Recipient("b@example.com"), None, Action.TEMPFAILED, tempfail, "Q1")

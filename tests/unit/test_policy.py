@@ -260,3 +260,34 @@ def test_the_verdict_carries_the_dsn_decision(
     verdict = one(score=score, settings=settings, bank=bank, sender=sender, findings=findings)
     assert verdict.dsn.send is send
     assert reason in verdict.dsn.reason
+
+
+@pytest.mark.parametrize(
+    ("listener", "client", "bank"),
+    [
+        ("127.0.0.1:10026", "203.0.113.9", "ORIGINATING"),  # the listener's own bank
+        ("127.0.0.1:10024", "192.168.4.5", "MYNETS"),  # chosen by the original client
+        ("127.0.0.1:10024", "203.0.113.9", None),
+    ],
+)
+def test_choose_bank(listener: str, client: str, bank: str | None) -> None:
+    cfg = config.from_mapping(
+        {
+            "scanners": {},
+            "server": {
+                "listen": [
+                    "127.0.0.1:10024",
+                    {"address": "127.0.0.1:10026", "policy_bank": "ORIGINATING"},
+                ]
+            },
+            "policy_banks": {"ORIGINATING": {}, "MYNETS": {"clients": ["192.168.0.0/16"]}},
+        }
+    )
+    envelope = Envelope(
+        "a@example.org",
+        (Recipient("b@example.com"),),
+        xforward=(("ADDR", client),),
+        listener=listener,
+    )
+    chosen = policy.choose_bank(envelope, cfg.server.listen, cfg.policy_banks)
+    assert chosen is (cfg.policy_banks[bank] if bank else None)

@@ -6,13 +6,32 @@ import pytest
 
 from contentfilter import replies
 from contentfilter.errors import NextHopRefused, NextHopUnavailable, ScannerUnavailable
-from contentfilter.model import ContentsCategory, Destiny, Recipient, Reply, Verdict
+from contentfilter.model import (
+    Action,
+    ContentsCategory,
+    Destiny,
+    Disposition,
+    Recipient,
+    Reply,
+    Verdict,
+)
 
 OK = replies.relayed("1-01", "[127.0.0.1]:10025", 250, "2.0.0 Ok: queued as ABC")
 DISCARD = replies.discarded("1-01", "INFECTED: Eicar-Test-Signature")
 REJECT = Reply(554, "5.7.0", "Reject, id=1-01 - INFECTED: Eicar-Test-Signature")
 TEMP = Reply(451, "4.4.1", "Error in processing")
 BOUNCE = replies.bounced("1-01", "BANNED: x.exe")
+ACTIONS = {
+    id(OK): Action.RELAYED,
+    id(DISCARD): Action.DISCARDED,
+    id(REJECT): Action.REJECTED,
+    id(TEMP): Action.TEMPFAILED,
+    id(BOUNCE): Action.BOUNCED,
+}
+
+
+def disposition(reply: Reply) -> Disposition:
+    return Disposition(Recipient("b@example.com"), None, ACTIONS[id(reply)], reply)
 
 
 def test_relayed_text_mirrors_amavisd_new() -> None:
@@ -60,7 +79,7 @@ def test_reject_codes_per_category(category: ContentsCategory, rendered: str) ->
     ],
 )
 def test_combine(recipient_replies: list[Reply], expected_code: int, suffix: str) -> None:
-    combined = replies.combine("1-01", recipient_replies)
+    combined = replies.combine("1-01", [disposition(r) for r in recipient_replies])
     assert combined.code == expected_code
     assert suffix in combined.text
 
