@@ -30,6 +30,7 @@ from email.policy import compat32
 
 from contentfilter.decode import readings
 from contentfilter.decode.content import Content
+from contentfilter.decode.multipart import Split, split_multipart, split_nested
 from contentfilter.decode.session import Node, Session
 from contentfilter.decode.textcodecs import uudecode_body
 from contentfilter.decode.walker import examine
@@ -75,70 +76,6 @@ def _header_end(raw: bytes, start: int, end: int) -> tuple[int, int]:
     return end, end
 
 
-@dataclass(frozen=True)
-class Split:
-    parts: list[tuple[int, int]]  # (start, end) of each body part
-    found: bool  # any delimiter at all
-    closed: bool  # the close delimiter was there
-    truncated: bool  # more parts than we were willing to list
-
-
-def split_multipart(raw: bytes, start: int, end: int, boundary: str, limit: int) -> Split:
-    """The body parts between delimiter lines `--boundary` (RFC 2046 5.1.1).
-
-    The line break before a delimiter belongs to it; the preamble (before the
-    first delimiter) and the epilogue (after the close delimiter) are no parts.
-    """
-    parts: list[tuple[int, int]] = []
-    part_start = None
-    found = False
-    for line_start, line_end, closing in _delimiters(raw, start, end, boundary):
-        found = True
-        if part_start is not None:
-            parts.append((part_start, _strip_line_break(raw, part_start, line_start)))
-            if len(parts) > limit:
-                return Split(parts[:limit], True, False, True)
-        if closing:
-            return Split(parts, True, True, False)
-        part_start = line_end
-    if part_start is not None:
-        parts.append((part_start, end))
-    return Split(parts[:limit], found, False, len(parts) > limit)
-
-
-def _delimiters(raw: bytes, start: int, end: int, boundary: str) -> Iterator[tuple[int, int, bool]]:
-    """(line start, next line start, is the close delimiter) of each delimiter line.
-
-    bytes.find() for the candidates, a regex only to check the rest of their line:
-    a regex scan of a 40 MB body costs half a second, find() a few milliseconds.
-    """
-    dashes = b"--" + boundary.encode("utf-8", "surrogateescape")
-    rest = re.compile(rb"(--)?[ \t]*(\r?\n|\r?$)")
-    position = start
-    while position < end:
-        if position == start and raw.startswith(dashes, start, end):
-            candidate = start
-        else:  # from the newline that ends the previous line: parts may be empty
-            newline = raw.find(b"\n" + dashes, max(position - 1, start), end)
-            if newline < 0:
-                return
-            candidate = newline + 1
-        match = rest.match(raw, candidate + len(dashes), end)
-        if match:
-            yield candidate, match.end(), match.group(1) is not None
-            position = match.end()
-        else:
-            position = candidate + len(dashes)
-
-
-def _strip_line_break(raw: bytes, start: int, end: int) -> int:
-    if end > start and raw[end - 1 : end] == b"\n":
-        end -= 1
-        if end > start and raw[end - 1 : end] == b"\r":
-            end -= 1
-    return end
-
-
 def walk(
     session: Session,
     raw: bytes,
@@ -147,8 +84,14 @@ def walk(
     node: Node,
     mime_depth: int = 1,
     default_type: str = "text/plain",
+    quiet: bool = False,
 ) -> None:
-    """Fill `node` from the entity at raw[start:end] and its parts, depth first."""
+    """Fill `node` from the entity at raw[start:end] and its parts, depth first.
+
+    `quiet`: this entity belongs to a reading that mail clients do not take
+    (see `readings`); it is decoded for the scanners, but damage in it is no
+    problem of the message.
+    """
     entity = read_entity(raw, start, end)
     header = entity.header
     header.set_default_type(default_type)
@@ -159,54 +102,118 @@ def walk(
         session.problem("Encrypted MIME part", node)
     if node.declared_type in _FRAGMENTS:
         return  # not a message: a piece of one, or where to fetch it
-    if node.declared_type.startswith("multipart/") and _walk_multipart(
-        session, raw, entity, node, mime_depth
-    ):
+    walker = _Multipart(session, raw, entity, node, mime_depth, quiet)
+    if node.declared_type.startswith("multipart/") and walker.walk():
         return
     if node.declared_type in _MESSAGES:
-        _walk_attached_message(session, raw, entity, node, mime_depth)
+        _walk_attached_message(session, raw, entity, node, mime_depth, quiet)
         return
-    _leaf(session, raw, entity, node)
+    _leaf(session, raw, entity, node, quiet)
+    if not node.declared_type.startswith("multipart/") and readings.claims_multipart(header):
+        # a multipart type the stdlib does not recognise (`multipart`, `x-multipart/mixed`,
+        # a second Content-Type field): split it too
+        walker.quiet = True
+        walker.walk()
 
 
-def _walk_multipart(
-    session: Session, raw: bytes, entity: Entity, node: Node, mime_depth: int
-) -> bool:
-    """Walk the parts; False when there are none to walk (then the body is a leaf)."""
-    boundary = entity.header.get_boundary()
-    if not boundary:
-        session.problem("MIME multipart without a boundary", node)
-        return False
-    if mime_depth >= session.limits.max_mime_depth:
-        session.problem(
-            f"Maximum MIME nesting depth ({session.limits.max_mime_depth}) exceeded", node
-        )
-        return True
-    room = session.limits.max_files - session.files + 1
-    split = split_multipart(raw, entity.body_start, entity.body_end, boundary, room)
-    if not split.found:
-        session.problem("MIME multipart whose boundary never occurs", node)
-        return False
-    if not split.closed and not split.truncated:
-        session.problem("MIME multipart without its closing boundary", node)
-    # RFC 2046 5.1.5: the parts of a digest are messages unless they say otherwise
-    default = "message/rfc822" if node.declared_type == "multipart/digest" else "text/plain"
-    for part_start, part_end in split.parts:
-        child = session.new_child(node)
-        if child is None:
-            break
-        walk(session, raw, part_start, part_end, child, mime_depth + 1, default)
-    return True
+@dataclass
+class _Multipart:
+    """Walking the parts of a multipart entity in every reading its header allows."""
+
+    session: Session
+    raw: bytes
+    entity: Entity
+    node: Node
+    mime_depth: int
+    quiet: bool
+
+    def walk(self) -> bool:
+        """Walk the parts; False when there are none to walk (then the body is a leaf)."""
+        session, node = self.session, self.node
+        boundaries = readings.boundaries(self.entity.header)
+        if not boundaries:
+            self.problem("MIME multipart without a boundary")
+            return False
+        if self.mime_depth >= session.limits.max_mime_depth:
+            limit = session.limits.max_mime_depth
+            session.problem(f"Maximum MIME nesting depth ({limit}) exceeded", node)
+            return True
+        walked: set[tuple[int, int]] = set()
+        found = False
+        for index, boundary in enumerate(boundaries):
+            if index > 0 and not self.afford():
+                break
+            for split, clients in self.splits(boundary):
+                found = found or split.found
+                complete = split.closed or split.truncated or not split.found
+                if index == 0 and clients and not complete:
+                    self.problem("MIME multipart without its closing boundary")
+                self.walk_parts(split, walked, quiet=self.quiet or index > 0 or not clients)
+        if not found:
+            self.problem("MIME multipart whose boundary never occurs")
+        return found
+
+    def afford(self) -> bool:
+        """Take another reading's work from the quota: readings could otherwise multiply
+        with every level of nesting."""
+        return self.session.charge(self.entity.body_end - self.entity.body_start, self.node)
+
+    def splits(self, boundary: str) -> Iterator[tuple[Split, bool]]:
+        """(split, is it the clients' reading): the clients' split first, then those
+        other readers make where they differ from it."""
+        raw, start, end = self.raw, self.entity.body_start, self.entity.body_end
+        room = self.session.limits.max_files - self.session.files + 1
+        split = split_multipart(raw, start, end, boundary, room)
+        if any(self.reuses(boundary, part) for part in split.parts):
+            # an inner multipart uses our delimiter lines: Thunderbird gives them to it
+            if not self.afford():
+                yield split, True
+                return
+            yield split_nested(raw, start, end, boundary, room, self.inner_boundaries), True
+            yield split, False
+        else:
+            yield split, True
+        if split.closed and split.close_end < end:  # parts after the close delimiter
+            yield split_multipart(raw, split.close_end, end, boundary, room), False
+
+    def walk_parts(self, split: Split, walked: set[tuple[int, int]], quiet: bool) -> None:
+        # RFC 2046 5.1.5: the parts of a digest are messages unless they say otherwise
+        digest = self.node.declared_type == "multipart/digest"
+        default = "message/rfc822" if digest else "text/plain"
+        for part in split.parts:
+            if part in walked:
+                continue
+            walked.add(part)
+            child = self.session.new_child(self.node)
+            if child is None:
+                return
+            walk(self.session, self.raw, *part, child, self.mime_depth + 1, default, quiet)
+
+    def reuses(self, boundary: str, part: tuple[int, int]) -> bool:
+        """Whether the part is a multipart whose delimiter lines can be ours too."""
+        ours = {boundary, boundary + "--"}
+        return any(inner in ours or inner + "--" in ours for inner in self.inner_boundaries(*part))
+
+    def inner_boundaries(self, start: int, end: int) -> tuple[str, ...]:
+        header_end, _ = _header_end(self.raw, start, end)
+        if not re.search(rb"(?i)boundary", self.raw[start:header_end]):
+            return ()
+        header = read_entity(self.raw, start, end).header
+        return readings.boundaries(header) if readings.claims_multipart(header) else ()
+
+    def problem(self, reason: str) -> None:
+        if not self.quiet:
+            self.session.problem(reason, self.node)
 
 
 def _walk_attached_message(
-    session: Session, raw: bytes, entity: Entity, node: Node, mime_depth: int
+    session: Session, raw: bytes, entity: Entity, node: Node, mime_depth: int, quiet: bool
 ) -> None:
     body = raw
     start, end = entity.body_start, entity.body_end
     encoding = next(iter(readings.transfer_encodings(entity.header)), "")
     if encoding not in readings.IDENTITY_ENCODINGS:  # not allowed (RFC 2046 5.2.1), but seen
-        body = transfer_decode(session, encoding, raw[start:end], node)
+        body = transfer_decode(session, encoding, raw[start:end], None if quiet else node)
         start, end = 0, len(body)
     node.size = end - start
     node.digest = hashlib.sha256(memoryview(body)[start:end]).hexdigest()
@@ -217,10 +224,10 @@ def _walk_attached_message(
         return
     child = session.new_child(node)
     if child is not None:
-        walk(session, body, start, end, child, mime_depth + 1)
+        walk(session, body, start, end, child, mime_depth + 1, quiet=quiet)
 
 
-def _leaf(session: Session, raw: bytes, entity: Entity, node: Node) -> None:
+def _leaf(session: Session, raw: bytes, entity: Entity, node: Node, quiet: bool) -> None:
     """Decode the body; when its header allows several readings, each is a child part.
 
     The first reading is the one common mail clients take; the others are what
@@ -229,8 +236,9 @@ def _leaf(session: Session, raw: bytes, entity: Entity, node: Node) -> None:
     """
     body = raw[entity.body_start : entity.body_end]
     encodings = readings.transfer_encodings(entity.header) or ("",)
+    header = None if quiet else entity.header
     if len(encodings) == 1:
-        _decoded_leaf(session, body, encodings[0], entity.header, node)
+        _decoded_leaf(session, body, encodings[0], header, node)
         return
     for index, encoding in enumerate(encodings):
         child = session.new_child(node)
@@ -238,7 +246,7 @@ def _leaf(session: Session, raw: bytes, entity: Entity, node: Node) -> None:
             return
         child.declared_type = node.declared_type
         child.add_names(*node.names)
-        _decoded_leaf(session, body, encoding, entity.header if index == 0 else None, child)
+        _decoded_leaf(session, body, encoding, header if index == 0 else None, child)
 
 
 def _decoded_leaf(

@@ -16,7 +16,9 @@ RFC 5322 section 3.2.2 (comments).
 
 from __future__ import annotations
 
+import codecs
 import re
+import urllib.parse
 from email.message import Message
 
 from contentfilter.headers import decode_encoded_words
@@ -86,3 +88,95 @@ def without_comments(value: str) -> str:
         elif depth == 0:
             out.append(char)
     return "".join(out)
+
+
+# --- multipart boundaries -------------------------------------------------------------
+
+MAX_BOUNDARIES = 8  # readings of one Content-Type worth a split each; more is an attack
+_PARAMETER = re.compile(r'\s*([^=;]*?)\s*=\s*("(?:\\.|[^"\\])*"?|[^;]*)', re.DOTALL)
+_CONTINUATION = re.compile(r"boundary\*(\d+)\*?$")
+
+
+def boundaries(header: Message) -> tuple[str, ...]:
+    """The boundaries a multipart can be split at, the mail clients' first.
+
+    First the one the stdlib (like Thunderbird and Outlook: the first field, its
+    first `boundary`, RFC 2231 applied) reads; then every other `boundary`
+    parameter of every Content-Type field, each as written, unquoted (double or
+    single quotes), unescaped, trimmed, without comments (Outlook drops them),
+    reassembled from RFC 2231 pieces in any order, and as RFC 2047 words.
+    """
+    found: list[str] = []
+    first = header.get_boundary()
+    if first:
+        found.append(first)
+    for value in header.get_all("content-type", []):
+        text = _FOLDING.sub(" ", str(value))
+        for variant in dict.fromkeys((text, without_comments(text))):
+            found += _boundary_parameters(variant)
+    unique = [boundary for boundary in dict.fromkeys(found) if boundary.strip()]
+    return tuple(unique[:MAX_BOUNDARIES])
+
+
+def claims_multipart(header: Message) -> bool:
+    """Whether any Content-Type field names a multipart type, however oddly written."""
+    for value in header.get_all("content-type", []):
+        kind = without_comments(_FOLDING.sub(" ", str(value))).partition(";")[0]
+        if "multipart" in kind.lower():
+            return True
+    return False
+
+
+def _boundary_parameters(value: str) -> list[str]:
+    found: list[str] = []
+    pieces: list[tuple[int, str]] = []
+    for match in _PARAMETER.finditer(value.partition(";")[2] if ";" in value else ""):
+        name = match.group(1).lower().replace("\\", "").strip()
+        raw = match.group(2).strip()
+        if name == "boundary":
+            found += _spellings(raw)
+        elif name == "boundary*":
+            found += [_rfc2231(text) for text in _spellings(raw)]
+        elif (piece := _CONTINUATION.match(name)) is not None:
+            encoded = name.endswith("*")
+            text = _unquoted(raw)
+            pieces.append((int(piece.group(1)), _rfc2231(text) if encoded else text))
+    if pieces:
+        found.append("".join(text for _, text in sorted(pieces)))
+        found.append("".join(text for _, text in pieces))
+    return found
+
+
+def _spellings(raw: str) -> list[str]:
+    """A parameter value as the various readers take it."""
+    values = [_unquoted(raw), raw]
+    if raw.startswith('"') and raw.endswith('"') and len(raw) > 1:
+        values.append(raw[1:-1])  # backslashes kept
+    if raw.startswith("'") and raw.endswith("'") and len(raw) > 1:
+        values.append(raw[1:-1])
+    values += [value.strip() for value in values]
+    values += [decode_encoded_words(value) for value in values if "=?" in value]
+    values += [value.replace("\\", "") for value in values if "\\" in value]
+    return values
+
+
+def _unquoted(raw: str) -> str:
+    if raw.startswith('"'):
+        return re.sub(r"\\(.)", r"\1", raw[1:-1] if raw.endswith('"') and len(raw) > 1 else raw[1:])
+    return raw
+
+
+def _rfc2231(text: str) -> str:
+    """`charset'language'percent-encoded` (RFC 2231 section 4): the value, decoded."""
+    parts = text.split("'", 2)
+    encoded = parts[2] if len(parts) == 3 else text
+    return urllib.parse.unquote(
+        encoded, encoding=_charset(parts[0]) if len(parts) == 3 else "utf-8", errors="replace"
+    )
+
+
+def _charset(name: str) -> str:
+    try:
+        return codecs.lookup(name).name if name else "utf-8"
+    except LookupError:
+        return "utf-8"

@@ -99,4 +99,133 @@ TRANSFER_ENCODINGS = [
     ),
 ]
 
-ALL = TRANSFER_ENCODINGS
+_TEXT = b"Content-Type: text/plain\r\n\r\nVirus attached\r\n"
+_ZIP = _attachment("Content-Transfer-Encoding: base64")
+
+
+def _parts(boundary: str, *parts: bytes, close: bool = True) -> bytes:
+    """A multipart body: each part after a `--boundary` line, then the close delimiter."""
+    dashes = b"--" + boundary.encode()
+    body = b"".join(dashes + b"\r\n" + part + b"\r\n" for part in parts)
+    return body + (dashes + b"--\r\n" if close else b"")
+
+
+def _multipart(*content_types: str, body: bytes) -> Callable[[], bytes]:
+    """A message whose top-level header has these Content-Type lines (raw, may fold)."""
+    header = "\r\n".join(content_types).encode() + b"\r\n\r\n"
+    return lambda: g.message(header + body)
+
+
+def _hidden_in(outer: str, inner: str) -> bytes:
+    """The attachment in a multipart `inner`, wrapped as the text of a multipart `outer`."""
+    return _parts(outer, _TEXT + _parts(inner, _TEXT, _ZIP))
+
+
+CT = "Content-Type: multipart/mixed;"
+
+BOUNDARIES = [
+    Evasion(
+        "boundary-two-fields-clients-first",
+        "two Content-Type fields; clients take the first",
+        _multipart(f"{CT} boundary=good", f"{CT} boundary=bad", body=_hidden_in("bad", "good")),
+    ),
+    Evasion(
+        "boundary-two-fields-clients-last",
+        "two Content-Type fields; strict parsers take the first",
+        _multipart(f"{CT} boundary=bad", f"{CT} boundary=good", body=_hidden_in("bad", "good")),
+    ),
+    Evasion(
+        "boundary-two-parameters",
+        "two boundary parameters in one field",
+        _multipart(f"{CT} boundary=bad; boundary=good", body=_hidden_in("bad", "good")),
+    ),
+    Evasion(
+        "boundary-rfc2231-and-plain",
+        "an RFC 2231 boundary* next to a plain one",
+        _multipart(f"{CT} boundary=bad; boundary*=''good", body=_hidden_in("bad", "good")),
+    ),
+    Evasion(
+        "boundary-rfc2231-pieces-reversed",
+        "RFC 2231 continuations in reverse order",
+        _multipart(f"{CT} boundary*1=od; boundary*0=go", body=_parts("good", _TEXT, _ZIP)),
+    ),
+    Evasion(
+        "boundary-comment",
+        "a comment before the boundary value (Outlook drops it)",
+        _multipart(f"{CT} boundary=(boundary=bad) good", body=_hidden_in("bad", "good")),
+    ),
+    Evasion(
+        "boundary-single-quotes",
+        "the boundary in single quotes",
+        _multipart(f"{CT} boundary='good'", body=_parts("good", _TEXT, _ZIP)),
+    ),
+    Evasion(
+        "boundary-escaped",
+        "a backslash escape in an unquoted boundary",
+        _multipart(f"{CT} boundary=go\\od", body=_parts("good", _TEXT, _ZIP)),
+    ),
+    Evasion(
+        "boundary-rfc2047",
+        "the boundary as an RFC 2047 word",
+        _multipart(f'{CT} boundary="=?us-ascii?Q?good?="', body=_parts("good", _TEXT, _ZIP)),
+    ),
+    Evasion(
+        "boundary-space-inside-quotes",
+        "white space around the boundary inside its quotes",
+        _multipart(f'{CT} boundary=" good "', body=_parts("good", _TEXT, _ZIP)),
+    ),
+    Evasion(
+        "boundary-reused-by-inner",
+        "an inner multipart whose delimiter is the outer close delimiter",
+        _multipart(
+            f"{CT} boundary=b",
+            body=b"--b\r\n"
+            + f"{CT} boundary=b--".encode()
+            + b"\r\n\r\n"
+            + _parts("b--", _TEXT, _ZIP),
+        ),
+    ),
+    Evasion(
+        "boundary-inner-closes-first",
+        "an inner multipart with the outer's boundary, closed before the attachment",
+        _multipart(
+            f"{CT} boundary=b",
+            body=b"--b\r\n"
+            + f"{CT} boundary=b".encode()
+            + b"\r\n\r\n"
+            + _parts("b", _TEXT)
+            + b"\r\n"
+            + _parts("b", _ZIP),
+        ),
+    ),
+    Evasion(
+        "boundary-after-close",
+        "parts after the close delimiter (in the epilogue)",
+        _multipart(f"{CT} boundary=b", body=_parts("b", _TEXT) + _parts("b", _ZIP)),
+    ),
+    Evasion(
+        "boundary-vertical-tab",
+        "delimiter lines ending in white space other than blanks (Thunderbird strips it)",
+        _multipart(
+            f"{CT} boundary=b",
+            body=b"--b\x0b\r\n" + _TEXT + b"\r\n--b\x0c\r\n" + _ZIP + b"\r\n--b--\x0b\r\n",
+        ),
+    ),
+    Evasion(
+        "boundary-no-close",
+        "no close delimiter",
+        _multipart(f"{CT} boundary=b", body=_parts("b", _TEXT, _ZIP, close=False)),
+    ),
+    Evasion(
+        "multipart-odd-type",
+        "x-multipart/mixed",
+        _multipart("Content-Type: x-multipart/mixed; boundary=b", body=_parts("b", _TEXT, _ZIP)),
+    ),
+    Evasion(
+        "multipart-second-type",
+        "text/plain, then a second Content-Type field that says multipart",
+        _multipart("Content-Type: text/plain", f"{CT} boundary=b", body=_parts("b", _TEXT, _ZIP)),
+    ),
+]
+
+ALL = TRANSFER_ENCODINGS + BOUNDARIES

@@ -86,3 +86,15 @@ def test_a_well_formed_part_has_one_reading_and_keeps_its_shape() -> None:
     decoded = decode(g.with_attachments(g.attachment(EICAR, "eicar.com")), LIMITS)
     assert [part.part_id for part in decoded.walk()] == ["p001", "p002", "p003"]
     assert eicar_parts(decoded)[0].part_id == "p003"
+
+
+def test_readings_of_readings_stay_within_the_limits() -> None:
+    """Each level reuses its parent's boundary, so each has two readings: the work is
+    taken from the quota and the file count instead of doubling with every level."""
+    body = evasions._ZIP
+    for _ in range(30):
+        header = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        body = header + evasions._parts("b", evasions._TEXT, body)
+    decoded = decode(g.message(body), LIMITS)
+    assert len(list(decoded.walk())) <= LIMITS.max_files
+    assert eicar_parts(decoded)
