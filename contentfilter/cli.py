@@ -253,7 +253,7 @@ def _banned_lines(config: Config, decoded: Any) -> list[str]:
     for name, settings in config.enabled_scanners().items():
         if isinstance(settings, banned.BannedSettings):
             lines.append(f"banned-file rules ({name}):")
-            lines.extend("  " + line for line in banned.explain(decoded, settings.rules))
+            lines.extend("  " + line for line in banned.explain(decoded, settings.rule_table))
     return lines
 
 

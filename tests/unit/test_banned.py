@@ -23,7 +23,8 @@ from contentfilter.model import (
 )
 from scanners import REGISTRY
 from scanners.banned import (
-    STRICT_RULES,
+    DEBIAN_RULES,
+    DEFAULT_RULES,
     TUTORIAL_RULES,
     BannedRule,
     BannedScanner,
@@ -61,7 +62,7 @@ def rule(**kwargs: object) -> BannedRule:
 def test_exe_by_name_gives_amavisd_new_reply_text() -> None:
     raw = g.with_attachments(g.attachment(PE, "invoice.exe"))
     assert scan(raw) == [(C.BANNED, "application/octet-stream,.exe,.exe-ms,invoice.exe")]
-    assert banned(raw, STRICT_RULES) == ["application/octet-stream,.exe,.exe-ms,invoice.exe"]
+    assert banned(raw, DEBIAN_RULES) == ["application/octet-stream,.exe,.exe-ms,invoice.exe"]
 
 
 def test_exe_name_is_enough_whatever_the_content() -> None:
@@ -86,7 +87,7 @@ def test_double_extensions_and_windows_name_tricks(name: str, reason_name: str) 
 def test_double_extension_rule_of_the_strict_set() -> None:
     raw = g.with_attachments(g.attachment(b"data", "Rechnung.pdf.com"))
     decoded = decode(raw, DecoderLimits())
-    assert explain(decoded, STRICT_RULES)[-1] == (
+    assert explain(decoded, DEBIAN_RULES)[-1] == (
         r"p003: BANNED by rules[0] {ban: '\.[^./]*\.(exe|vbs|pif|scr|bat|cmd|com|cpl|dll)\.?$', "
         "match: name} on 'Rechnung.pdf.com'"
     )
@@ -111,7 +112,7 @@ def test_pe_content_named_txt_is_banned_by_type() -> None:
     assert explain(decode(raw, DecoderLimits()), TUTORIAL_RULES)[-1].startswith(
         "p003: BANNED by rules[8] {ban: '^\\.(exe|lha|tnef|cab|dll)$', match: type} on '.exe'"
     )
-    assert banned(raw, STRICT_RULES) == ["text/plain,.exe,.exe-ms,report.txt"]
+    assert banned(raw, DEBIAN_RULES) == ["text/plain,.exe,.exe-ms,report.txt"]
 
 
 def test_real_pe_bytes_named_txt() -> None:
@@ -123,8 +124,8 @@ def test_exe_in_zip_in_tar_gz_banned_when_strict_allowed_by_the_tutorial() -> No
     archive = g.tar_gz({"docs/inner.zip": g.zip_archive({"setup.exe": PE})})
     raw = g.with_attachments(g.attachment(archive, "docs.tar.gz"))
     assert scan(raw) == []
-    assert banned(raw, STRICT_RULES) == [".exe,.exe-ms,setup.exe"]
-    found = find_banned(decode(raw, DecoderLimits()), STRICT_RULES)[0]
+    assert banned(raw, DEBIAN_RULES) == [".exe,.exe-ms,setup.exe"]
+    found = find_banned(decode(raw, DecoderLimits()), DEBIAN_RULES)[0]
     assert found.path_description == (
         "P=p001,L=1,M=multipart/mixed"
         " | P=p003,L=1/2,M=application/octet-stream,T=gz,N=docs.tar.gz"
@@ -138,7 +139,7 @@ def test_encrypted_zip_is_unchecked() -> None:
     raw = g.with_attachments(g.attachment(g.encrypted_zip({"setup.exe": PE}), "secret.zip"))
     assert scan(raw) == [(C.UNCHECKED, "Encrypted archive member: p004 (setup.exe)")]
     # the names of encrypted members are still known: the strict set bans this one
-    assert scan(raw, STRICT_RULES) == [
+    assert scan(raw, DEBIAN_RULES) == [
         (C.BANNED, "setup.exe,UNDECIPHERABLE"),
         (C.UNCHECKED, "Encrypted archive member: p004 (setup.exe)"),
     ]
@@ -200,7 +201,7 @@ def test_tnef_is_banned_by_type_in_the_tutorial_set_even_when_harmless() -> None
     winmail = g.tnef([("notes.txt", b"hello")])
     raw = g.with_attachments(g.attachment(winmail, "winmail.dat", "application/ms-tnef"))
     assert banned(raw) == [".asc,notes.txt,NOTES.TXT"]  # amavisd-new: path contains .tnef
-    assert banned(raw, STRICT_RULES) == []
+    assert banned(raw, DEBIAN_RULES) == []
 
 
 def test_message_partial_is_banned_by_mime_type() -> None:
@@ -298,10 +299,8 @@ def test_explain_names_the_deciding_rule_for_every_leaf() -> None:
 # --- configuration ---------------------------------------------------------------------------
 
 
-def test_default_rules_are_the_tutorials() -> None:
-    assert BannedSettings().rules == TUTORIAL_RULES
+def test_failing_banned_checks_tempfail_by_default() -> None:
     assert BannedSettings().on_failure is FailureAction.TEMPFAIL
-    assert len(TUTORIAL_RULES) == 9 and len(STRICT_RULES) == 5
 
 
 def test_rules_from_yaml_forms() -> None:
@@ -397,7 +396,7 @@ def test_registered_and_created_from_config() -> None:
 def test_scanner_uses_the_parts_the_pipeline_decoded() -> None:
     leaf = Part("p001", (1,), "application/x-msdownload", names=("x.bin",))
     decoded = DecodedMessage(leaf, problems=("something odd",))
-    scanner = BannedScanner("banned", BannedSettings(rules=STRICT_RULES), DecoderLimits())
+    scanner = BannedScanner("banned", BannedSettings(rules=DEBIAN_RULES), DecoderLimits())
     envelope = Envelope("", (Recipient("bob@recipient.example"),))
     message = Message("1-01", "m1", envelope, b"not even a message", parts=decoded)
     result = asyncio.run(scanner.scan(message))
@@ -413,7 +412,8 @@ def test_scanner_uses_the_parts_the_pipeline_decoded() -> None:
 @pytest.mark.parametrize("sample", sorted(SAMPLES.glob("banned-*.eml")), ids=lambda p: p.name)
 def test_banned_samples_are_banned_by_the_default_rules(sample: Path) -> None:
     raw = sample.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    assert [category for category, _ in scan(raw)] == [C.BANNED]
+    assert [category for category, _ in scan(raw, DEFAULT_RULES)] == [C.BANNED]
+    assert [category for category, _ in scan(raw, TUTORIAL_RULES)] == [C.BANNED]
 
 
 @pytest.mark.parametrize("sample", sorted(SAMPLES.glob("unchecked-*.eml")), ids=lambda p: p.name)
