@@ -94,9 +94,18 @@ def _override_scanner(data: dict[str, Any], type_name: str, value: str | None, k
         section = data["scanners"] = config_module.default_scanners()
     if not isinstance(section, dict):
         return  # validation reports it
-    names = [n for n, s in section.items() if n == type_name or (s or {}).get("type") == type_name]
+    names = [
+        n
+        for n, s in section.items()
+        if n == type_name or (isinstance(s, dict) and s.get("type") == type_name)
+    ]
     for name in names or [type_name]:
-        entry = dict(section.get(name) or {})
+        entry = section.get(name)
+        if isinstance(entry, bool):
+            entry = {"enabled": entry}
+        if entry is not None and not isinstance(entry, dict):
+            continue  # validation reports it
+        entry = dict(entry or {})
         if value == "off":
             entry["enabled"] = False
         else:

@@ -165,16 +165,22 @@ def _build_scanners(section: object) -> dict[str, ScannerSettings]:
         section = default_scanners()
     if not isinstance(section, Mapping):
         raise ConfigError("scanners", "expected a mapping of scanner name to settings", section)
-    built: dict[str, ScannerSettings] = {}
-    for name, entry in section.items():
-        path = f"scanners.{name}"
-        entry = dict(entry or {})
-        type_name = entry.pop("type", name)
-        if type_name not in REGISTRY:
-            known = ", ".join(sorted(REGISTRY))
-            raise ConfigError(f"{path}.type", f"unknown scanner type (known: {known})", type_name)
-        built[str(name)] = schema.build(REGISTRY[type_name].settings, entry, path)
-    return built
+    return {str(name): _build_scanner(f"scanners.{name}", entry) for name, entry in section.items()}
+
+
+def _build_scanner(path: str, entry: object) -> ScannerSettings:
+    if isinstance(entry, bool):  # `banned: off` (YAML 1.1 reads off/no as false)
+        entry = {"enabled": entry}
+    if entry is None:
+        entry = {}
+    if not isinstance(entry, Mapping):
+        raise ConfigError(path, "expected a mapping of settings, or true/false", entry)
+    settings = dict(entry)
+    type_name = settings.pop("type", path.removeprefix("scanners."))
+    if not isinstance(type_name, str) or type_name not in REGISTRY:
+        known = ", ".join(sorted(REGISTRY))
+        raise ConfigError(f"{path}.type", f"unknown scanner type (known: {known})", type_name)
+    return schema.build(REGISTRY[type_name].settings, settings, path)
 
 
 def scanner_type(config: Config, name: str) -> str:
@@ -186,23 +192,113 @@ def scanner_type(config: Config, name: str) -> str:
     raise KeyError(name)
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # a config is a few KB; more is a wrong file
+MAX_NESTING = 32  # our deepest key path is 5 levels; YAML's composer recurses per level
+
+
 def read_document(path: Path | None) -> dict[str, Any]:
-    """The parsed YAML file as a mapping ({} for no file); ConfigError if unreadable."""
+    """The parsed YAML file as a mapping ({} for no file); ConfigError if unreadable.
+
+    Strict where PyYAML is lenient: a key given twice, an anchor or alias (the
+    config needs none, and they make a few lines expand to gigabytes), nesting
+    deeper than MAX_NESTING and files over MAX_CONFIG_BYTES are refused, each with
+    one line naming the line or key.
+    """
     if path is None:
         return {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError("", f"cannot read config file {path}: {error.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError("", f"{path} is not valid YAML: {error}") from None
+    text = _read_text(path)
+    data = parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError("", "the config file must be a mapping of sections", data)
     return data
+
+
+def _read_text(path: Path) -> str:
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as error:
+        raise ConfigError("", f"cannot read config file {path}: {error.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError("", f"{path} is larger than {MAX_CONFIG_BYTES} bytes: not a config file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ConfigError(
+            "", f"{path}, line {line}: not UTF-8 text (byte 0x{raw[error.start]:02x})"
+        ) from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without anchors and aliases, with a nesting limit."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise ConfigError("", f"line {_line(event)}: YAML anchors and aliases are not allowed")
+        if self.depth >= MAX_NESTING:
+            raise ConfigError("", f"line {_line(event)}: nested deeper than {MAX_NESTING} levels")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _line(event_or_node: Any) -> int:
+    return int(event_or_node.start_mark.line) + 1
+
+
+def parse_yaml(text: str, source: str = "<config>") -> object:
+    """One YAML document, strictly (see `read_document`); ConfigError on any problem."""
+    try:
+        loader = _StrictLoader(text)
+    except yaml.reader.ReaderError as error:  # a control character: a binary file
+        line = text.count("\n", 0, error.position) + 1
+        raise ConfigError(
+            "", f"{source}, line {line}: not valid YAML: character 0x{error.character:02x}"
+        ) from None
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _refuse_duplicate_keys(node, "")
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        reason = error.problem or error.context or "syntax error"
+        raise ConfigError("", f"{source}{where}: not valid YAML: {reason}") from None
+    except yaml.YAMLError as error:
+        shown = " ".join(str(error).split())
+        raise ConfigError("", f"{source}: not valid YAML: {shown}") from None
+    finally:
+        loader.dispose()
+
+
+def _refuse_duplicate_keys(node: yaml.Node, path: str) -> None:
+    """PyYAML keeps the last of two equal keys; a second `scanners:` would drop the first."""
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, f"{path}[{index}]")
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first_seen: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+        key_path = f"{path}.{key}" if path else key
+        if key in first_seen and isinstance(key_node, yaml.ScalarNode):
+            raise ConfigError(
+                key_path,
+                f"line {_line(key_node)}: duplicate key (first on line {first_seen[key]})",
+            )
+        first_seen[key] = _line(key_node)
+        _refuse_duplicate_keys(value_node, key_path)
 
 
 def load(path: Path | None) -> Config:

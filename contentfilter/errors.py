@@ -20,8 +20,19 @@ class ConfigError(ContentFilterError):
         self.key = key
         self.reason = reason
         self.value = value
-        shown = "" if value is None else f" (got {value!r})"
-        super().__init__(f"{key or '<top level>'}: {reason}{shown}")
+        shown = "" if value is None else f" (got {_shortened(repr(value), 80)})"
+        where = _shortened(_visible(key), 200) if key else "<top level>"
+        super().__init__(f"{where}: {_visible(reason)}{shown}")
+
+
+def _shortened(text: str, limit: int) -> str:
+    """Text as shown in one line of an error message: a huge one is cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _visible(text: str) -> str:
+    """Control characters (a line break in a key of a hostile file) shown as escapes."""
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 32 or ord(c) == 127 else c for c in text)
 
 
 class ScannerError(ContentFilterError):

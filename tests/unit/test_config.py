@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,119 @@ def test_shipped_config_uses_the_default_banned_rules() -> None:
     settings = config.load(REPO / "config" / "contentfilter.yaml")
     rules = settings.scanners["banned"].rule_table  # type: ignore[attr-defined]
     assert rules == banned.DEFAULT_RULES
+
+
+# --- hostile config files -------------------------------------------------------------
+
+BILLION_LAUGHS = "a: &a ['lol','lol','lol','lol','lol','lol','lol','lol','lol']\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (  # a second section silently replaced the first
+            "scanners:\n  clamav: {}\nserver: {}\nscanners:\n  banned: {}\n",
+            "scanners: line 4: duplicate key (first on line 1)",
+        ),
+        (
+            "next_hop:\n  max_use: 5\n  max_use: 6\n",
+            "next_hop.max_use: line 3: duplicate key (first on line 2)",
+        ),
+        ("a: &x 1\nb: *x\n", "line 1: YAML anchors and aliases are not allowed"),
+        (BILLION_LAUGHS, "line 1: YAML anchors and aliases are not allowed"),
+        ("server: " + "[" * 500 + "]" * 500 + "\n", "nested deeper than 32 levels"),
+        ("".join(" " * i + f"k{i}:\n" for i in range(500)), "nested deeper than 32 levels"),
+        ("scanners:\n  clamav: [1, 2]\n", "scanners.clamav: expected a mapping of settings"),
+        ("scanners:\n  clamav: fast\n", "scanners.clamav: expected a mapping of settings"),
+        ("scanners:\n  x: {type: [clamav]}\n", "scanners.x.type: unknown scanner type"),
+        ("server: {listen: [\n", "line 2, column 1: not valid YAML"),
+        ("key: value\n\x00\x01binary\n", "not valid YAML"),
+        ("- just\n- a list\n", "must be a mapping of sections"),
+    ],
+)
+def test_bad_config_files_get_one_line(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "contentfilter.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    message = str(caught.value)
+    assert words in message
+    assert "\n" not in message and len(message) < 300
+
+
+def test_config_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "contentfilter.yaml"
+    path.write_bytes(b"server:\n  hostname: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"line 2: not UTF-8 text \(byte 0xe9\)"):
+        config.load(path)
+
+
+def test_config_file_size_is_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "contentfilter.yaml"
+    path.write_bytes(b"# " + b"x" * config.MAX_CONFIG_BYTES + b"\n")
+    with pytest.raises(ConfigError, match="larger than"):
+        config.load(path)
+
+
+@pytest.mark.parametrize(("word", "enabled"), [("off", False), ("false", False), ("on", True)])
+def test_scanner_switched_by_a_boolean(tmp_path: Path, word: str, enabled: bool) -> None:
+    path = tmp_path / "contentfilter.yaml"
+    path.write_text(f"scanners:\n  banned: {word}\n  clamav: {{}}\n")
+    settings = config.load(path)
+    assert settings.scanners["banned"].enabled is enabled
+    assert ("banned" in settings.enabled_scanners()) is enabled
+    assert f"banned:\n    enabled: {str(enabled).lower()}" in config.dump(settings)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "scanners:\n  clamav: [1]\n",
+        "scanners:\n  clamav: off\n",
+        "scanners: [clamav]\n",
+        "scanners:\n  other: {type: [x]}\n",
+    ],
+)
+def test_command_line_overrides_survive_odd_scanner_sections(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    arguments = cli._parser().parse_args(["serve", "-c", str(path), "--clamd", "127.0.0.1:3310"])
+    try:
+        cli.load_config(arguments)
+    except ConfigError as error:
+        assert "\n" not in str(error)
+
+
+@pytest.mark.parametrize("command", ["check-config", "serve"])
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"scanners:\n  banned: {}\nscanners:\n  clamav: {}\n", "scanners: line 3: duplicate key"),
+        (b"server:\n  hostname: caf\xe9\n", "line 2: not UTF-8 text"),
+        (b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)), "line 2: not UTF-8 text"),
+        (b"\x00\x01\x02binary\n", "line 1: not valid YAML: character 0x00"),
+        (b"a: " + b"[" * 500 + b"]" * 500 + b"\n", "nested deeper than 32 levels"),
+        (BILLION_LAUGHS.encode(), "YAML anchors and aliases are not allowed"),
+        (b"scanners:\n  clamav: [1]\n", "scanners.clamav: expected a mapping of settings"),
+    ],
+)
+def test_contentfilter_refuses_a_bad_config_in_one_line(
+    tmp_path: Path, command: str, content: bytes, words: str
+) -> None:
+    from tests.support.daemons import filter_command
+
+    path = tmp_path / "contentfilter.yaml"
+    path.write_bytes(content)
+    done = subprocess.run(
+        [*filter_command(), command, "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("contentfilter: config error: ") and words in line
