@@ -269,7 +269,8 @@ def names(header: Message) -> list[str]:
 
     Content-Disposition `filename` comes first, then Content-Type `name`; RFC 2231
     parameters (continuations, charsets) and RFC 2047 encoded words (which Outlook
-    puts in quoted parameters) are decoded.
+    puts in quoted parameters) are decoded. Then the names other readers see in
+    the same header (a second field, a plain `filename` next to RFC 2231 pieces).
     """
     found: list[str] = []
     for field, parameter in (("content-disposition", "filename"), ("content-type", "name")):
@@ -278,6 +279,7 @@ def names(header: Message) -> list[str]:
             found.append(email.utils.collapse_rfc2231_value(value, errors="replace"))
         elif isinstance(value, str):
             found += [decode_encoded_words(value), value]
+    found += readings.file_names(header)  # what other readers take
     return list(dict.fromkeys(name for name in found if name))
 
 

@@ -21,7 +21,7 @@ import re
 import urllib.parse
 from email.message import Message
 
-from contentfilter.headers import decode_encoded_words
+from contentfilter.headers import decode_encoded_words, text_of
 
 IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary"})
 UUENCODE = "x-uuencode"
@@ -90,32 +90,38 @@ def without_comments(value: str) -> str:
     return "".join(out)
 
 
-# --- multipart boundaries -------------------------------------------------------------
+# --- parameters: multipart boundaries, file names ----------------------------------------
 
 MAX_BOUNDARIES = 8  # readings of one Content-Type worth a split each; more is an attack
+MAX_NAMES = 16  # spellings of one file name parameter
 _PARAMETER = re.compile(r'\s*([^=;]*?)\s*=\s*("(?:\\.|[^"\\])*"?|[^;]*)', re.DOTALL)
-_CONTINUATION = re.compile(r"boundary\*(\d+)\*?$")
+_PIECE = re.compile(r"\*(\d+)\*?$")
 
 
 def boundaries(header: Message) -> tuple[str, ...]:
     """The boundaries a multipart can be split at, the mail clients' first.
 
     First the one the stdlib (like Thunderbird and Outlook: the first field, its
-    first `boundary`, RFC 2231 applied) reads; then every other `boundary`
-    parameter of every Content-Type field, each as written, unquoted (double or
-    single quotes), unescaped, trimmed, without comments (Outlook drops them),
-    reassembled from RFC 2231 pieces in any order, and as RFC 2047 words.
+    first `boundary`, RFC 2231 applied) reads; then every spelling of every
+    other `boundary` parameter of every Content-Type field (`parameter_values`).
     """
-    found: list[str] = []
     first = header.get_boundary()
-    if first:
-        found.append(first)
-    for value in header.get_all("content-type", []):
-        text = _FOLDING.sub(" ", str(value))
-        for variant in dict.fromkeys((text, without_comments(text))):
-            found += _boundary_parameters(variant)
+    found = [first] if first else []
+    found += parameter_values(header, "content-type", "boundary", trim=True)
     unique = [boundary for boundary in dict.fromkeys(found) if boundary.strip()]
     return tuple(unique[:MAX_BOUNDARIES])
+
+
+def file_names(header: Message) -> tuple[str, ...]:
+    """Every spelling of every `filename` (Content-Disposition) and `name` (Content-Type).
+
+    Outlook takes the plain `filename`, Thunderbird prefers the RFC 2231 one and
+    applies it in whatever order its pieces come; both are listed.
+    """
+    found = parameter_values(header, "content-disposition", "filename")
+    found += parameter_values(header, "content-type", "name")
+    unique = [name for name in dict.fromkeys(found) if name.strip()]
+    return tuple(unique[:MAX_NAMES])
 
 
 def claims_multipart(header: Message) -> bool:
@@ -127,52 +133,81 @@ def claims_multipart(header: Message) -> bool:
     return False
 
 
-def _boundary_parameters(value: str) -> list[str]:
+def parameter_values(
+    header: Message, field: str, parameter: str, *, trim: bool = False
+) -> list[str]:
+    """Every spelling of a parameter in every `field`: as written, unquoted (double
+    or single quotes), unescaped, trimmed, without comments (Outlook drops them),
+    reassembled from RFC 2231 pieces in order and as they come, and as RFC 2047 words;
+    `trim`: also without surrounding blanks. Raw 8-bit bytes are read as UTF-8, else Latin-1."""
     found: list[str] = []
-    pieces: list[tuple[int, str]] = []
-    for match in _PARAMETER.finditer(value.partition(";")[2] if ";" in value else ""):
-        name = match.group(1).lower().replace("\\", "").strip()
-        raw = match.group(2).strip()
-        if name == "boundary":
-            found += _spellings(raw)
-        elif name == "boundary*":
-            found += [_rfc2231(text) for text in _spellings(raw)]
-        elif (piece := _CONTINUATION.match(name)) is not None:
-            encoded = name.endswith("*")
-            text = _unquoted(raw)
-            pieces.append((int(piece.group(1)), _rfc2231(text) if encoded else text))
-    if pieces:
-        found.append("".join(text for _, text in sorted(pieces)))
-        found.append("".join(text for _, text in pieces))
+    for name, value in header.raw_items():
+        if name.lower() != field:
+            continue
+        text = _FOLDING.sub(" ", text_of(str(value).encode("utf-8", "surrogateescape")))
+        for variant in dict.fromkeys((text, without_comments(text))):
+            found += _parameters(variant, parameter, trim)
     return found
 
 
-def _spellings(raw: str) -> list[str]:
+def _parameters(value: str, parameter: str, trim: bool) -> list[str]:
+    found: list[str] = []
+    pieces: list[tuple[int, str]] = []
+    for match in _PARAMETER.finditer(value.partition(";")[2]):
+        name = match.group(1).lower().replace("\\", "").strip()
+        raw = match.group(2).strip()
+        if not name.startswith(parameter):
+            continue
+        suffix = name[len(parameter) :]
+        if suffix == "":
+            found += _spellings(raw, trim)
+        elif suffix == "*":
+            found += [text for spelling in _spellings(raw, trim) for text in _rfc2231(spelling)]
+        elif (piece := _PIECE.match(suffix)) is not None:
+            text = _unquoted(raw)
+            pieces.append((int(piece.group(1)), text if suffix.endswith("*") else _quote(text)))
+    if pieces:
+        for ordered in dict.fromkeys((tuple(sorted(pieces)), tuple(pieces))):
+            found += _rfc2231("".join(text for _, text in ordered))
+    return found
+
+
+def _spellings(raw: str, trim: bool) -> list[str]:
     """A parameter value as the various readers take it."""
-    values = [_unquoted(raw), raw]
+    values = [_unquoted(raw)]
     if raw.startswith('"') and raw.endswith('"') and len(raw) > 1:
         values.append(raw[1:-1])  # backslashes kept
+    elif "\\" in raw:
+        values.append(raw.replace("\\", ""))  # an escape outside quotes
     if raw.startswith("'") and raw.endswith("'") and len(raw) > 1:
         values.append(raw[1:-1])
-    values += [value.strip() for value in values]
+    if trim:
+        values += [value.strip() for value in values]
     values += [decode_encoded_words(value) for value in values if "=?" in value]
-    values += [value.replace("\\", "") for value in values if "\\" in value]
     return values
 
 
 def _unquoted(raw: str) -> str:
+    """As the stdlib unquotes (email.utils.unquote): only `\\\\` and `\\"` are escapes."""
     if raw.startswith('"'):
-        return re.sub(r"\\(.)", r"\1", raw[1:-1] if raw.endswith('"') and len(raw) > 1 else raw[1:])
+        inner = raw[1:-1] if raw.endswith('"') and len(raw) > 1 else raw[1:]
+        return inner.replace("\\\\", "\\").replace('\\"', '"')
     return raw
 
 
-def _rfc2231(text: str) -> str:
-    """`charset'language'percent-encoded` (RFC 2231 section 4): the value, decoded."""
+def _quote(text: str) -> str:
+    """An unencoded RFC 2231 piece, made safe to join with percent-encoded ones."""
+    return urllib.parse.quote(text, safe="'")
+
+
+def _rfc2231(text: str) -> list[str]:
+    """`charset'language'percent-encoded` (RFC 2231 section 4), decoded; UTF-16 both ways."""
     parts = text.split("'", 2)
-    encoded = parts[2] if len(parts) == 3 else text
-    return urllib.parse.unquote(
-        encoded, encoding=_charset(parts[0]) if len(parts) == 3 else "utf-8", errors="replace"
-    )
+    if len(parts) != 3:
+        return [urllib.parse.unquote(text, errors="replace")]
+    charset = _charset(parts[0])
+    charsets = ("utf-16-be", "utf-16-le") if charset.startswith("utf-16") else (charset,)
+    return [urllib.parse.unquote(parts[2], encoding=name, errors="replace") for name in charsets]
 
 
 def _charset(name: str) -> str:

@@ -229,3 +229,46 @@ BOUNDARIES = [
 ]
 
 ALL = TRANSFER_ENCODINGS + BOUNDARIES
+
+
+def _named(*disposition_lines: str) -> Callable[[], bytes]:
+    """A harmless attachment whose Content-Disposition lines hide the name `invoice.exe`."""
+    header = "\r\n".join(["Content-Type: application/octet-stream", *disposition_lines])
+    attachment = header.encode() + b"\r\n\r\nnothing to see\r\n"
+    return lambda: g.message(g.multipart(g.text("Invoice attached\r\n"), attachment))
+
+
+CD = "Content-Disposition: attachment;"
+
+FILE_NAMES = [
+    Evasion(
+        "name-plain-and-rfc2231",
+        "a plain filename (Outlook) next to RFC 2231 pieces (Thunderbird)",
+        _named(f"{CD} filename=invoice.pdf; filename*0=invoice.; filename*1=exe"),
+    ),
+    Evasion(
+        "name-rfc2231-pieces-reversed",
+        "RFC 2231 pieces in reverse order",
+        _named(f"{CD} filename*1=exe; filename*0=invoice."),
+    ),
+    Evasion(
+        "name-two-fields",
+        "two Content-Disposition fields",
+        _named(f"{CD} filename=invoice.pdf", f"{CD} filename=invoice.exe"),
+    ),
+    Evasion(
+        "name-two-parameters",
+        "two filename parameters in one field",
+        _named(f"{CD} filename=invoice.pdf; filename=invoice.exe"),
+    ),
+    Evasion(
+        "name-comment",
+        "a comment inside the unquoted name (Outlook drops it)",
+        _named(f"{CD} filename=invoice.exe(.pdf)"),
+    ),
+    Evasion(
+        "name-rfc2231-utf16",
+        "an RFC 2231 name in UTF-16 (big-endian bytes)",
+        _named(f"{CD} filename*=UTF-16''" + "".join(f"%00{c}" for c in "invoice.exe")),
+    ),
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -10,7 +11,15 @@ import pytest
 
 from contentfilter.decode import readings
 from contentfilter.mime import DecoderLimits, decode, format_tree
-from contentfilter.model import DecodedMessage, Part
+from contentfilter.model import (
+    ContentsCategory,
+    DecodedMessage,
+    Envelope,
+    Message,
+    Part,
+    Recipient,
+)
+from scanners.banned import BannedRule, BannedScanner, BannedSettings
 from tests.support import evasions
 from tests.support import mimegen as g
 from tests.support.messages import EICAR
@@ -98,3 +107,18 @@ def test_readings_of_readings_stay_within_the_limits() -> None:
     decoded = decode(g.message(body), LIMITS)
     assert len(list(decoded.walk())) <= LIMITS.max_files
     assert eicar_parts(decoded)
+
+
+@pytest.mark.parametrize("case", evasions.FILE_NAMES, ids=str)
+def test_every_name_a_client_shows_is_known(case: evasions.Evasion) -> None:
+    decoded = decode(case.build(), LIMITS)
+    assert any("invoice.exe" in part.names for part in decoded.walk()), format_tree(decoded)
+
+
+@pytest.mark.parametrize("case", evasions.FILE_NAMES, ids=str)
+def test_the_hidden_name_is_banned(case: evasions.Evasion) -> None:
+    rules = (BannedRule.from_config({"ban": r"(?i)\.exe$", "match": "name"}),)
+    scanner = BannedScanner("banned", BannedSettings(rules=rules), LIMITS)
+    envelope = Envelope("alice@sender.example", (Recipient("bob@recipient.example"),))
+    result = asyncio.run(scanner.scan(Message("1-01", "m1", envelope, case.build())))
+    assert [finding.category for finding in result.findings] == [ContentsCategory.BANNED]
