@@ -1,61 +1,86 @@
-"""ClamAV through clamd: the raw message is streamed to clamd with INSTREAM.
+"""ClamAV through clamd: the raw message, and every file the decoder took out of it.
 
-Protocol (clamd(8), "INSTREAM"): the command `zINSTREAM\\0`, then chunks each
-prefixed with their length as a 4-byte unsigned integer in network byte order,
-then a zero-length chunk. clamd answers `stream: OK`, `stream: NAME FOUND` or
-`... ERROR`, NUL-terminated, and closes the connection. When the stream exceeds
-its `StreamMaxLength`, clamd says `INSTREAM size limit exceeded. ERROR` and
-hangs up while we are still sending.
+clamd reads the raw message with its own MIME parser, which is strict where mail
+clients are lenient: a trick that hides an attachment from it (a folded
+Content-Transfer-Encoding, a reused boundary, base64 with junk) may still show
+the attachment in Outlook or Thunderbird. So clamd also scans each file our
+decoder extracted (`DecodedMessage.extracted`: every leaf part and archive
+member, and every container the decoder could not open further, which clamd then
+opens with its own full recursion budget). A detection in any of them makes the
+message INFECTED; the finding names the virus as clamd does (the log line says
+which part).
 
-The client is ours, on plain asyncio sockets (`loop.sock_*`): the PyPI `clamd`
-package is synchronous and unmaintained, and `aioclamd` 1.1.0 speaks TCP only
-(Debian's clamd listens on a unix socket), ships no type information, parses a
-single reply line and sends 1 KiB chunks. asyncio *streams* are not used either:
-once a write fails they drop what the peer already sent, and that is exactly
-clamd's "size limit exceeded" reply.
+Two conversations per message at most: the raw message on one connection as
+soon as it arrives, and, once the decoder is done, all extracted files in one
+IDSESSION on a second connection (clamd scans them concurrently). On a unix
+socket clamd is handed open file descriptors (FILDES): nothing is copied and
+clamd's StreamMaxLength does not apply, so a 27 MB message is scanned whole.
+Over TCP files are streamed (INSTREAM) up to `max_size`; a raw message over it
+is not sent, and is covered by its extracted parts instead (the message is
+UNCHECKED only when there are none, or a part is over it too).
 
 Several servers are tried in the configured order (primary, secondary...). A
 server that fails is moved to the back of the line for `cooldown` seconds; it is
 still tried when every other server has failed too, so a clamd restart costs at
 most one failed message per scan rather than `cooldown` seconds of tempfails.
-Nothing but a well-formed `stream: OK` is ever taken for clean.
+Nothing but a well-formed `OK` is ever taken for clean.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
-import struct
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
 from contentfilter import cache
-from contentfilter.addresses import HostPort
+from contentfilter.decode import DecoderLimits
 from contentfilter.errors import (
     ScannerError,
     ScannerProtocolError,
     ScannerTimeout,
     ScannerUnavailable,
 )
-from contentfilter.model import ContentsCategory, FailureAction, Finding, Message, ScanResult
+from contentfilter.model import (
+    ContentsCategory,
+    DecodedMessage,
+    ExtractedFile,
+    FailureAction,
+    Finding,
+    Message,
+    ScanResult,
+)
 from contentfilter.schema import require_positive
 from scanners import ScannerSettings, register
+from scanners.clamd_wire import (
+    MAX_REPLY_SIZE,
+    ClamdReply,
+    ClamdServer,
+    SessionJob,
+    UnreadableFile,
+    fildes,
+    instream,
+    parse_reply,
+    session,
+)
 
 if TYPE_CHECKING:
     from contentfilter.config import Config
 
+__all__ = ["ClamAVScanner", "ClamAVSettings", "ClamdReply", "ClamdServer", "parse_reply"]
+
 log = logging.getLogger("contentfilter.scanners.clamav")
+T = TypeVar("T")
 
 DEBIAN_SOCKET = "/var/run/clamav/clamd.ctl"
 # StreamMaxLength in Debian's generated /etc/clamav/clamd.conf (clamd's own default is 100M).
 DEBIAN_STREAM_MAX_LENGTH = 25 * 1024 * 1024
 PIPELINE_GRACE = 1.0  # seconds the pipeline's backstop timeout adds to ours
-MAX_REPLY_SIZE = 64 * 1024  # clamd's replies are one short line per detection
-_SIZE_LIMIT_REPLY = "INSTREAM size limit exceeded."
 
 
 @dataclass(frozen=True)
@@ -64,9 +89,14 @@ class ClamAVSettings(ScannerSettings):
 
     `servers`: clamd sockets in order of preference; an entry starting with "/" is
     a unix socket, anything else is `host:port`.
-    `max_size`: messages larger than this (bytes) are not sent to clamd and come
-    out as an UNCHECKED finding. Keep it at or below clamd's `StreamMaxLength`;
-    if clamd refuses a stream as too long, the result is the same UNCHECKED finding.
+    `fildes`: on unix sockets, hand clamd open file descriptors instead of streaming
+    the bytes (no copy, no StreamMaxLength). Off only for a unix socket that is not
+    clamd's own (a forwarder to another host).
+    `scan_parts`: also scan every file the decoder extracted.
+    `max_size`: what is streamed (INSTREAM, over TCP) is at most this long; keep it
+    at or below clamd's `StreamMaxLength`. A longer raw message is covered by its
+    extracted parts; a longer part, or a long message without parts, is UNCHECKED.
+    `timeout`: for the raw message, and again for the parts once they are decoded.
     """
 
     on_failure: FailureAction = FailureAction.TEMPFAIL
@@ -75,6 +105,8 @@ class ClamAVSettings(ScannerSettings):
     cooldown: float = 60.0  # seconds a failed server goes to the back of the line
     max_size: int = DEBIAN_STREAM_MAX_LENGTH
     chunk_size: int = 64 * 1024  # bytes per INSTREAM chunk
+    fildes: bool = True
+    scan_parts: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -92,144 +124,28 @@ class ClamAVSettings(ScannerSettings):
             raise ValueError(f"chunk_size must be between 1 and 2147483647 (got {self.chunk_size})")
 
 
-@dataclass(frozen=True, slots=True)
-class ClamdServer:
-    """One clamd socket: a unix socket path or a TCP `host:port`."""
+@dataclass
+class _PartsReport:
+    """What clamd said of the extracted files."""
 
-    path: str | None = None
-    endpoint: HostPort | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> ClamdServer:
-        if text.startswith("/"):
-            return cls(path=text)
-        try:
-            return cls(endpoint=HostPort.parse(text))
-        except ValueError:
-            raise ValueError(f"expected a unix socket path or host:port, got {text!r}") from None
-
-    def __str__(self) -> str:
-        return self.path if self.path is not None else str(self.endpoint)
-
-    async def connect(self) -> socket.socket:
-        """A connected non-blocking socket; OSError if the server cannot be reached."""
-        loop = asyncio.get_running_loop()
-        if self.path is not None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            return await _connect(loop, sock, self.path)
-        assert self.endpoint is not None
-        infos = await loop.getaddrinfo(
-            self.endpoint.host, self.endpoint.port, type=socket.SOCK_STREAM
-        )
-        last_error: OSError = OSError(f"{self} resolves to no address")
-        for family, kind, protocol, _, address in infos:
-            try:
-                return await _connect(loop, socket.socket(family, kind, protocol), address)
-            except OSError as error:
-                last_error = error
-        raise last_error
-
-
-async def _connect(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, address: str | tuple[object, ...]
-) -> socket.socket:
-    sock.setblocking(False)
-    try:
-        await loop.sock_connect(sock, address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-# --- the reply ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ClamdReply:
-    """clamd's answer to one INSTREAM, parsed. Clean only if `clean` is True."""
-
-    viruses: tuple[str, ...] = ()
-    clean: bool = False
-    error: str | None = None  # clamd said ERROR, or said something we do not understand
-    size_limit: bool = False  # clamd refused the stream as longer than StreamMaxLength
-
-
-def parse_reply(raw: bytes) -> ClamdReply:
-    """Read clamd's reply lines (NUL- or newline-terminated; one per detection)."""
-    text = raw.decode("utf-8", errors="replace").replace("\0", "\n")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        return ClamdReply(error="empty reply")
-    viruses: list[str] = []
-    errors: list[str] = []
-    clean = False
-    for line in lines:
-        path, _, status = line.partition(": ")
-        if path == "stream" and status == "OK":
-            clean = True
-        elif path == "stream" and status.endswith(" FOUND") and len(status) > len(" FOUND"):
-            viruses.append(status.removesuffix(" FOUND"))
-        elif line.endswith("ERROR"):
-            errors.append(line)
-        else:
-            errors.append(f"unexpected reply {line[:200]!r}")
-    if viruses:  # a detection stands even beside an error: it is not a guess
-        return ClamdReply(viruses=tuple(dict.fromkeys(viruses)))
-    if errors:
-        size_limit = any(error.startswith(_SIZE_LIMIT_REPLY) for error in errors)
-        return ClamdReply(error="; ".join(errors), size_limit=size_limit)
-    return ClamdReply(clean=clean)
-
-
-# --- one conversation -----------------------------------------------------------------
-
-
-def _frames(data: bytes, chunk_size: int) -> Iterator[bytes]:
-    view = memoryview(data)
-    for start in range(0, len(view), chunk_size):
-        chunk = view[start : start + chunk_size]
-        yield struct.pack("!L", len(chunk)) + chunk
-    yield struct.pack("!L", 0)
-
-
-async def _instream(sock: socket.socket, data: bytes, chunk_size: int) -> bytes:
-    """Send `data` with INSTREAM on a connected socket and return the raw reply."""
-    loop = asyncio.get_running_loop()
-    try:
-        await loop.sock_sendall(sock, b"zINSTREAM\0")
-        for frame in _frames(data, chunk_size):
-            await loop.sock_sendall(sock, frame)
-    except OSError:
-        # clamd hangs up mid-stream when the stream is too long, after saying so;
-        # the reply decides. A reply that never comes is an error below.
-        pass
-    reply = bytearray()
-    while len(reply) <= MAX_REPLY_SIZE:
-        try:
-            received = await loop.sock_recv(sock, 4096)
-        except OSError:
-            if reply:
-                break
-            raise
-        if not received:
-            break
-        reply += received
-    return bytes(reply)
+    viruses: list[tuple[ExtractedFile, str]] = field(default_factory=list)
+    unscanned: list[tuple[ExtractedFile, str]] = field(default_factory=list)
 
 
 # --- the scanner ----------------------------------------------------------------------
 
 
 class ClamAVScanner:
-    """Streams each message to the first clamd that answers."""
+    """Scans each message, and the files the decoder took out of it, with the first clamd
+    that answers."""
 
-    needs_parts = False
+    needs_parts = False  # the raw message is scanned at once: see `scan_with_parts`
 
     def __init__(
         self,
         name: str,
         settings: ClamAVSettings,
+        limits: DecoderLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -243,21 +159,36 @@ class ClamAVScanner:
         self.servers = tuple(ClamdServer.parse(server) for server in settings.servers)
         self._clock = clock
         self._failed_at: dict[ClamdServer, float] = {}
-        self._fingerprint = cache.fingerprint(settings)
+        # the decoder's limits decide which files are extracted, and so what clamd sees
+        self._fingerprint = cache.fingerprint(settings, limits or DecoderLimits())
 
     def cache_key(self, message: Message) -> str:
-        """clamd reads the whole message: its own MIME parser follows the top-level header."""
+        """clamd reads the whole message (its MIME parser follows the top-level header),
+        and the files the decoder extracts from it under the current limits."""
         return cache.key(self._fingerprint, message.raw)
 
     async def scan(self, message: Message) -> ScanResult:
+        """The raw message, and its extracted files if the decoder filled in `parts`."""
+        return await self.scan_with_parts(message, _ready(message.parts))
+
+    async def scan_with_parts(
+        self, message: Message, parts: Awaitable[DecodedMessage | None]
+    ) -> ScanResult:
+        """Scan the raw message at once and the extracted files once `parts` is ready
+        (None: the decoder failed, which the pipeline reports itself)."""
         started = time.perf_counter()
-        if message.size > self.settings.max_size:
-            detail = f"size {message.size} > max_size {self.settings.max_size}: not scanned"
-            log.info("%s: %s", message.log_id, detail)
-            finding = Finding(ContentsCategory.UNCHECKED, detail, self.name)
-            return ScanResult(self.name, (finding,), elapsed=time.perf_counter() - started)
-        reply = await self._ask_servers(message)
-        return ScanResult(self.name, self._findings(reply), elapsed=time.perf_counter() - started)
+        raw = asyncio.ensure_future(self._scan_raw(message))
+        try:
+            decoded = await parts
+            if raw.done():
+                raw.result()  # a failed raw scan fails the message: no parts scan needed
+            files = decoded.extracted if decoded is not None and self.settings.scan_parts else ()
+            report = await self._scan_files(message, files) if files else _PartsReport()
+            reply = await raw
+        finally:
+            _discard(raw)
+        findings = self._findings(message, reply, files, report)
+        return ScanResult(self.name, findings, elapsed=time.perf_counter() - started)
 
     async def close(self) -> None:
         """Nothing to release: every scan uses its own connection (clamd closes it)."""
@@ -273,7 +204,114 @@ class ClamAVScanner:
         healthy = [server for server in self.servers if server not in cooling]
         return healthy + sorted(cooling, key=cooling.__getitem__)
 
-    async def _ask_servers(self, message: Message) -> ClamdReply:
+    # --- the two conversations ------------------------------------------------------------
+
+    def _passes_descriptors(self, server: ClamdServer) -> bool:
+        return server.is_local and self.settings.fildes
+
+    async def _scan_raw(self, message: Message) -> ClamdReply:
+        """clamd's reply for the raw message; `size_limit` set if it was not scanned."""
+        if message.size > self.settings.max_size and not any(
+            self._passes_descriptors(server) for server in self.servers
+        ):
+            return ClamdReply(size_limit=True)  # not sent: the parts stand in for it
+
+        async def talk(server: ClamdServer, sock: socket.socket) -> ClamdReply:
+            if self._passes_descriptors(server):
+                with _memory_file(message.raw) as descriptor:
+                    answer = await fildes(sock, descriptor)
+            elif message.size > self.settings.max_size:
+                return ClamdReply(size_limit=True)
+            else:
+                answer = await instream(sock, message.raw, self.settings.chunk_size)
+            return self._checked(server, answer)
+
+        return await self._ask_servers(message, f"{message.size} bytes", talk)
+
+    async def _scan_files(self, message: Message, files: Sequence[ExtractedFile]) -> _PartsReport:
+        async def talk(server: ClamdServer, sock: socket.socket) -> _PartsReport:
+            passes = self._passes_descriptors(server)
+            report = _PartsReport()
+            sent = [f for f in files if passes or f.size <= self.settings.max_size]
+            report.unscanned += [
+                (f, f"{f.size} bytes > max_size {self.settings.max_size}")
+                for f in files
+                if f not in sent
+            ]
+            jobs = [SessionJob(f.path, passes) for f in sent]
+            answers = await session(sock, jobs, self.settings.chunk_size)
+            self._read_session(server, sent, answers, report)
+            return report
+
+        return await self._ask_servers(message, f"{len(files)} extracted files", talk)
+
+    def _read_session(
+        self,
+        server: ClamdServer,
+        sent: Sequence[ExtractedFile],
+        answers: dict[int, bytes],
+        report: _PartsReport,
+    ) -> None:
+        if 0 in answers:
+            raise ScannerProtocolError(
+                self.name, f"clamd {server}: unexpected reply {answers[0][:200]!r}"
+            )
+        replies = {n: self._checked(server, answers[n]) for n in answers}
+        cut_short = any(reply.size_limit for reply in replies.values())
+        for number, file in enumerate(sent, 1):
+            reply = replies.get(number)
+            if reply is None and not cut_short:
+                raise ScannerUnavailable(
+                    self.name, f"clamd {server}: session ended before every file was scanned"
+                )
+            if reply is None or reply.size_limit:
+                report.unscanned.append((file, "refused by clamd as over its StreamMaxLength"))
+            report.viruses += [(file, name) for name in reply.viruses] if reply else []
+
+    def _findings(
+        self,
+        message: Message,
+        reply: ClamdReply,
+        files: Sequence[ExtractedFile],
+        report: _PartsReport,
+    ) -> tuple[Finding, ...]:
+        for file, name in report.viruses:
+            log.info(
+                "%s: clamd found %s in %s (%s)", message.log_id, name, file.part_id, file.reason
+            )
+        viruses = [*reply.viruses, *(name for _, name in report.viruses)]
+        findings = [
+            Finding(ContentsCategory.VIRUS, name, self.name) for name in dict.fromkeys(viruses)
+        ]
+        unscanned = [
+            f"{file.part_id} ({reason}): not scanned by clamd" for file, reason in report.unscanned
+        ]
+        if reply.size_limit and files:
+            log.info(
+                "%s: raw message (%d bytes) too long for clamd's stream; its %d extracted "
+                "files were scanned instead",
+                message.log_id,
+                message.size,
+                len(files),
+            )
+        elif reply.size_limit:
+            unscanned.insert(0, self._unscanned_raw(message))
+        findings += [Finding(ContentsCategory.UNCHECKED, text, self.name) for text in unscanned]
+        return tuple(findings)
+
+    def _unscanned_raw(self, message: Message) -> str:
+        if message.size > self.settings.max_size:
+            return f"size {message.size} > max_size {self.settings.max_size}: not scanned"
+        return "clamd refused the message as longer than its StreamMaxLength: not scanned"
+
+    # --- servers --------------------------------------------------------------------------
+
+    async def _ask_servers(
+        self,
+        message: Message,
+        what: str,
+        talk: Callable[[ClamdServer, socket.socket], Awaitable[T]],
+    ) -> T:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.timeout
         failures: list[ScannerError] = []
@@ -281,7 +319,7 @@ class ClamAVScanner:
             if loop.time() >= deadline:
                 break
             try:
-                reply = await self._ask(server, message, deadline)
+                answer = await self._ask(server, message, what, talk, deadline)
             except ScannerTimeout as error:
                 self._failed(server, error)
                 raise  # the time for this message is used up: no point in the next server
@@ -291,7 +329,7 @@ class ClamAVScanner:
                 continue
             if self._failed_at.pop(server, None) is not None:
                 log.info("clamd %s answers again", server)
-            return reply
+            return answer
         reasons = "; ".join(failure.reason for failure in failures)
         if loop.time() >= deadline:
             raise ScannerTimeout(
@@ -301,32 +339,40 @@ class ClamAVScanner:
             raise ScannerProtocolError(self.name, reasons)
         raise ScannerUnavailable(self.name, reasons)
 
-    async def _ask(self, server: ClamdServer, message: Message, deadline: float) -> ClamdReply:
+    async def _ask(
+        self,
+        server: ClamdServer,
+        message: Message,
+        what: str,
+        talk: Callable[[ClamdServer, socket.socket], Awaitable[T]],
+        deadline: float,
+    ) -> T:
         loop = asyncio.get_running_loop()
         started = loop.time()
         sock = await self._connect(server, deadline)
         connected = loop.time()
         try:
             async with asyncio.timeout_at(deadline):
-                raw = await _instream(sock, message.raw, self.settings.chunk_size)
+                answer = await talk(server, sock)
         except TimeoutError:
             raise ScannerTimeout(
                 self.name, f"clamd {server}: no reply within {deadline - started:.1f} s"
             ) from None
+        except UnreadableFile as error:  # the spool, not the server
+            raise ScannerError(self.name, f"extracted file unreadable: {error}") from None
         except OSError as error:
             raise ScannerUnavailable(self.name, f"clamd {server}: {_describe(error)}") from None
         finally:
             sock.close()
         log.debug(
-            "%s: clamd %s connect %.3f s, scan %.3f s, %d bytes: %r",
+            "%s: clamd %s connect %.3f s, scan %.3f s, %s",
             message.log_id,
             server,
             connected - started,
             loop.time() - connected,
-            message.size,
-            raw[:200],
+            what,
         )
-        return self._checked(server, raw)
+        return answer
 
     async def _connect(self, server: ClamdServer, deadline: float) -> socket.socket:
         loop = asyncio.get_running_loop()
@@ -364,18 +410,39 @@ class ClamAVScanner:
             raise ScannerProtocolError(self.name, f"clamd {server}: no verdict in {raw[:200]!r}")
         return reply
 
-    def _findings(self, reply: ClamdReply) -> tuple[Finding, ...]:
-        if reply.size_limit:
-            detail = "clamd refused the message as longer than its StreamMaxLength: not scanned"
-            return (Finding(ContentsCategory.UNCHECKED, detail, self.name),)
-        return tuple(Finding(ContentsCategory.VIRUS, name, self.name) for name in reply.viruses)
-
     def _failed(self, server: ClamdServer, error: ScannerError) -> None:
         now = self._clock()
         previous = self._failed_at.get(server)
         self._failed_at[server] = now
         if previous is None or now - previous >= self.settings.cooldown:  # once per cooldown
             log.warning("%s; trying other servers first for %.0f s", error, self.settings.cooldown)
+
+
+async def _ready(parts: DecodedMessage | None) -> DecodedMessage | None:
+    return parts
+
+
+def _discard(task: asyncio.Future[ClamdReply]) -> None:
+    """Stop a raw scan that is no longer wanted, and keep its error from being reported."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
+
+
+@contextlib.contextmanager
+def _memory_file(data: bytes) -> Iterator[int]:
+    """An anonymous in-memory file holding `data`, to hand to clamd (FILDES)."""
+    descriptor = os.memfd_create("contentfilter-message", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        written = 0
+        while written < len(view):
+            written += os.write(descriptor, view[written:])
+        os.lseek(descriptor, 0, os.SEEK_SET)
+        yield descriptor
+    finally:
+        os.close(descriptor)
 
 
 def _describe(error: OSError) -> str:
@@ -386,7 +453,7 @@ def _describe(error: OSError) -> str:
 
 def create(name: str, settings: ClamAVSettings, config: Config) -> ClamAVScanner:
     """The factory the registry calls for a `type: clamav` section."""
-    return ClamAVScanner(name, settings)
+    return ClamAVScanner(name, settings, config.decoder)
 
 
 register("clamav", ClamAVSettings, create)
