@@ -17,6 +17,7 @@ from contentfilter import config as config_module
 from contentfilter import headers, replies
 from contentfilter.cache import ResultCache
 from contentfilter.config import Config
+from contentfilter.decode.workers import DecoderPool
 from contentfilter.errors import ConfigError
 from contentfilter.model import Destiny, Envelope, Message, Recipient, Scanner
 from contentfilter.pipeline import Pipeline
@@ -126,7 +127,16 @@ def build_pipeline(config: Config, next_hop: Any) -> Pipeline:
     cache = None
     if config.cache.enabled:
         cache = ResultCache(ttl=config.cache.ttl, max_entries=config.cache.max_entries)
-    return Pipeline(config, build_scanners(config), next_hop, cache)
+    scanners = build_scanners(config)
+    decoder = DecoderPool(config.decoder) if any(s.needs_parts for s in scanners) else None
+    return Pipeline(config, scanners, next_hop, cache, decoder=decoder)
+
+
+async def close_pipeline(pipeline: Pipeline) -> None:
+    for scanner in pipeline.scanners:
+        await scanner.close()
+    if pipeline.decoder is not None:
+        await asyncio.to_thread(pipeline.decoder.close)
 
 
 def setup_logging(config: Config) -> None:
@@ -157,6 +167,8 @@ async def serve(config: Config) -> None:
     next_hop = NextHop(config.next_hop, config.server.hostname)
     pipeline = build_pipeline(config, next_hop)
     server = Server(config, pipeline)
+    if pipeline.decoder is not None:
+        await pipeline.decoder.start()
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -171,8 +183,7 @@ async def serve(config: Config) -> None:
     log.info("stopping: finishing messages in progress")
     await server.drain(DRAIN_TIMEOUT)
     await asyncio.sleep(0.2)  # let the last replies reach the clients
-    for scanner in pipeline.scanners:
-        await scanner.close()
+    await close_pipeline(pipeline)
     await next_hop.close()
     log.info("stopped")
 
@@ -234,7 +245,7 @@ async def _scan(config: Config, message: Message) -> list[str]:
 
     pipeline = build_pipeline(config, _DryRun())
     lines = [f"message: {message.size} bytes, sender <{message.envelope.mail_from}>"]
-    decoded = await asyncio.to_thread(mime.decode, message.raw, config.decoder)
+    decoded = await pipeline.decode(message)
     lines.append("parts:")
     lines.extend("  " + line for line in mime.format_tree(decoded))
     lines.extend(f"  problem: {problem}" for problem in decoded.problems)
@@ -245,8 +256,7 @@ async def _scan(config: Config, message: Message) -> list[str]:
         lines.append(f"reply: {replies.render(replies.failure(message.log_id, error))}")
         return lines
     finally:
-        for scanner in pipeline.scanners:
-            await scanner.close()
+        await close_pipeline(pipeline)
     lines.extend(_result_lines(results))
     bank = policy.choose_bank(message.envelope, config.server.listen, config.policy_banks)
     context = policy.Context(config.server.hostname, config.policy, bank)

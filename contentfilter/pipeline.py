@@ -19,6 +19,8 @@ from typing import Protocol
 from contentfilter import bounce, headers, logline, mime, policy, replies
 from contentfilter.cache import ResultCache
 from contentfilter.config import Config
+from contentfilter.decode.spool import Spool
+from contentfilter.decode.workers import DecoderPool
 from contentfilter.errors import RelayError, ScannerError, ScannerTimeout
 from contentfilter.model import (
     Action,
@@ -70,6 +72,7 @@ class Pipeline:
     next_hop: Deliverer
     cache: ResultCache | None = None
     clock: Callable[[], float] = time.monotonic
+    decoder: DecoderPool | None = None  # None: decode in this process (tests)
 
     # --- scanning ----------------------------------------------------------------------
 
@@ -77,27 +80,38 @@ class Pipeline:
         """Run every scanner concurrently; ScanAborted if one must tempfail the message."""
         on_raw = [s for s in self.scanners if not s.needs_parts]
         on_parts = [s for s in self.scanners if s.needs_parts]
+        spool = None
+        if on_parts and message.parts is None:
+            spool = Spool(self.config.decoder.temp_directory)
         aborted: BaseException | None = None
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._run(s, message)) for s in on_raw]
                 if on_parts:
-                    message = replace(message, parts=await self.decode(message))
+                    message = replace(message, parts=await self.decode(message, spool))
                     tasks += [group.create_task(self._run(s, message)) for s in on_parts]
         except* ScanAborted as group_error:
             # Raised outside the except* block: CPython 3.11.2 (Debian 12) wraps an
             # exception raised inside one in a new ExceptionGroup (fixed in 3.11.4).
             aborted = group_error.exceptions[0]
+        finally:
+            if spool is not None:  # whatever happened, the extracted files go
+                spool.remove()
         if aborted is not None:
             raise aborted
         return tuple(task.result() for task in tasks)
 
-    async def decode(self, message: Message) -> DecodedMessage:
+    async def decode(self, message: Message, spool: Spool | None = None) -> DecodedMessage:
+        """The message's parts, decoded in a worker process (in this one without a pool);
+        with `spool`, the extracted files are written there."""
         if message.parts is not None:
             return message.parts
+        if self.decoder is not None:
+            return await self.decoder.decode(message.raw, spool)
+        path = spool.path if spool is not None else None
         if message.size <= INLINE_DECODE_SIZE:  # cheaper than a thread hand-off
-            return mime.decode(message.raw, self.config.decoder)
-        return await asyncio.to_thread(mime.decode, message.raw, self.config.decoder)
+            return mime.decode(message.raw, self.config.decoder, path)
+        return await asyncio.to_thread(mime.decode, message.raw, self.config.decoder, path)
 
     async def _run(self, scanner: Scanner, message: Message) -> ScanResult:
         started = self.clock()

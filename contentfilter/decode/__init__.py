@@ -17,13 +17,17 @@ from contentfilter.model import DecodedMessage, Part
 __all__ = ["DecoderLimits", "decode", "describe", "format_tree"]
 
 
-def decode(raw: bytes, limits: DecoderLimits) -> DecodedMessage:
-    """The part tree of a message (p001 is the message itself), with any problems."""
-    session = Session(limits, len(raw))
+def decode(raw: bytes, limits: DecoderLimits, spool: str | None = None) -> DecodedMessage:
+    """The part tree of a message (p001 is the message itself), with any problems.
+
+    With `spool` (an existing private directory), the bytes of the parts the
+    decoder extracted are written there and listed in `extracted`.
+    """
+    session = Session(limits, len(raw), spool)
     try:
         root = session.new_root()
         mimeparts.walk(session, raw, 0, len(raw), root)
-        return DecodedMessage(root.freeze(), session.final_problems())
+        return DecodedMessage(root.freeze(), session.final_problems(), tuple(session.extracted))
     finally:
         session.close()
 

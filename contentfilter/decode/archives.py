@@ -106,7 +106,7 @@ def _member(
     if _entry_size_is_set(entry._entry_p) and entry.size > limit:
         # honest bombs say how big they are: stop before decompressing anything
         return _over_limit(session, node, names, entry.size), False
-    collector = Collector(wanted, lambda: session.directory)
+    collector = Collector(wanted, lambda: session.directory, session.spool_file(node))
     try:
         return _read(session, node, archive, names, collector, limit), False
     except libarchive.ArchiveError as error:

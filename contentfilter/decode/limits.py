@@ -26,15 +26,19 @@ class DecoderLimits:
     min_total_bytes: int = 10 * MiB  # the quota is never below this ($MIN_EXPANSION_QUOTA)
     max_total_bytes: int = 500 * MiB  # ... nor above this ($MAX_EXPANSION_QUOTA)
     max_member_size: int = 100 * MiB  # one decoded part or archive member
-    temp_directory: str = ""  # large archive members are spooled here ("" = $TMPDIR)
+    temp_directory: str = ""  # extracted parts are spooled here ("" = $TMPDIR)
+    workers: int = 2  # decoder processes: messages decoded at the same time
+    timeout: float = 60.0  # seconds a worker may take for one message before it is killed
 
     def __post_init__(self) -> None:
-        for name in ("max_depth", "max_mime_depth", "max_files", "max_expansion_ratio"):
+        for name in ("max_depth", "max_mime_depth", "max_files", "max_expansion_ratio", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
         for name in ("min_total_bytes", "max_total_bytes", "max_member_size"):
             if getattr(self, name) < 1024:
                 raise ValueError(f"{name} must be at least 1024 bytes (got {getattr(self, name)})")
+        if not 0 < self.timeout <= 3600:
+            raise ValueError(f"timeout must be between 0 and 3600 seconds (got {self.timeout})")
         if self.min_total_bytes > self.max_total_bytes:
             raise ValueError("min_total_bytes must not exceed max_total_bytes")
 

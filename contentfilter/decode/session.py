@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from typing import IO
 
-from contentfilter.decode.content import Content
+from contentfilter.decode import spool
+from contentfilter.decode.content import Content, SpoolFile
 from contentfilter.decode.limits import DecoderLimits
-from contentfilter.model import Part
+from contentfilter.model import ExtractedFile, Part
 
 MAX_PROBLEMS = 20  # more would only repeat themselves in the log line
 
@@ -28,6 +31,8 @@ class Node:
     short_types: tuple[str, ...] = ()
     attributes: str = ""
     children: list[Node] = field(default_factory=list)
+    undecoded: bool = False  # decoding stopped at a limit or at damage inside it
+    members_started: int = 0  # members read from it so far (names partial spool files)
 
     def add_names(self, *names: str) -> None:
         for name in names:
@@ -83,10 +88,18 @@ Members = Generator[Member, None, None]  # what a decoder yields
 
 
 class Session:
-    """Limits left, problems found and the private spool directory of one decode."""
+    """Limits left, problems found and the private spool directory of one decode.
 
-    def __init__(self, limits: DecoderLimits, message_size: int) -> None:
+    With `spool` (a directory made for this message), the bytes of every leaf part
+    and of every part whose decoding stopped are written there for the virus
+    scanners (`extracted`), within the message's quota.
+    """
+
+    def __init__(self, limits: DecoderLimits, message_size: int, spool: str | None = None) -> None:
         self.limits = limits
+        self.spool = spool
+        self.extracted: list[ExtractedFile] = []
+        self.spooled_bytes = 0
         self.quota = limits.quota(message_size)
         self.quota_left = self.quota
         self.files = 0
@@ -131,6 +144,9 @@ class Session:
         return True
 
     def problem(self, reason: str, node: Node | None = None) -> None:
+        """Record why the message is UNCHECKED; a part named is one not fully decoded."""
+        if node is not None:
+            node.undecoded = True
         text = f"{reason}: {node.where}" if node is not None else reason
         if text in self.problems:
             return
@@ -146,13 +162,48 @@ class Session:
     @property
     def directory(self) -> str:
         """A private (0700) directory for spool files, made on first use."""
+        if self.spool is not None:
+            return self.spool
         if self._directory is None:
             self._directory = tempfile.mkdtemp(
                 prefix="contentfilter-decode-", dir=self.limits.temp_directory or None
             )
         return self._directory
 
+    def spool_file(self, container: Node) -> SpoolFile | None:
+        """Where the next member read from `container` is written, when spooling."""
+        if self.spool is None:
+            return None
+        container.members_started += 1
+        name = f"{container.part_id}.{container.members_started}-partial"
+        path = os.path.join(self.spool, name)
+
+        def open_file() -> tuple[str, IO[bytes]]:
+            return path, os.fdopen(spool.create_file(path), "w+b")
+
+        return open_file
+
+    def extract(self, node: Node, content: Content) -> None:
+        """Keep the bytes of a leaf or of a part not fully decoded for the virus scanners."""
+        reason = "undecoded" if node.undecoded else "" if node.children else "leaf"
+        if not reason or self.spool is None or node.part_id == "p001" or not content.kept:
+            content.delete_file()  # the message itself is scanned as it came
+            return
+        if self.spooled_bytes + content.size > self.quota:
+            content.delete_file()
+            self.problem(f"Exceeded storage quota ({self.quota} bytes)", node)
+            return
+        path = os.path.join(self.spool, spool.file_name(node.part_id, reason))
+        if content.path is not None:
+            os.rename(content.path, path)
+            content.path = None
+        else:
+            with os.fdopen(spool.create_file(path), "wb") as file:
+                file.write(content.read_all())
+        self.spooled_bytes += content.size
+        self.extracted.append(ExtractedFile(node.part_id, path, content.size, reason))
+
     def close(self) -> None:
-        if self._directory is not None:
+        if self._directory is not None:  # not the message's spool: the pipeline removes it
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None

@@ -1,0 +1,52 @@
+"""The loop of a decoder worker process (see `contentfilter.decode.workers`).
+
+Run as `python -m contentfilter.decode.worker_main FD`, FD being its end of a
+socket to the filter: a job (`Job`, then the raw message) in, a
+`DecodedMessage` (or a `Failure`) out, until the socket closes.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import traceback
+from multiprocessing.connection import Connection
+
+from contentfilter.decode import decode, walker
+from contentfilter.decode.workers import Failure, Job, fault_injection
+from contentfilter.model import DecodedMessage
+
+
+def serve(connection: Connection) -> None:
+    """Decode messages from `connection` until it closes (the filter stopped)."""
+    # The filter decides when a worker ends: a SIGTERM to the whole service (systemd
+    # stops the control group) must not cut short the messages it is still finishing.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    walker.fault = fault_injection()
+    while True:
+        try:
+            job: Job = connection.recv()
+            raw = connection.recv_bytes()
+        except (EOFError, OSError):
+            return
+        # should the filter itself die, a hung worker still ends (SIGALRM kills it)
+        signal.alarm(math.ceil(job.limits.timeout) * 2)
+        answer = _decode(raw, job)
+        signal.alarm(0)
+        try:
+            connection.send(answer)
+        except OSError:
+            return
+
+
+def _decode(raw: bytes, job: Job) -> DecodedMessage | Failure:
+    try:
+        return decode(raw, job.limits, job.spool)
+    except Exception as error:  # a bug in the decoder: one message, not the worker
+        return Failure(f"{type(error).__name__}: {error}"[:200], traceback.format_exc())
+
+
+if __name__ == "__main__":
+    serve(Connection(int(sys.argv[1])))
