@@ -16,7 +16,6 @@ field ends the header, a delimiter of an enclosing multipart ends the inner one.
 
 from __future__ import annotations
 
-import binascii
 import email.errors
 import email.header
 import email.parser
@@ -32,7 +31,7 @@ from contentfilter.decode import readings
 from contentfilter.decode.content import Content
 from contentfilter.decode.multipart import Split, split_multipart, split_nested
 from contentfilter.decode.session import Node, Session
-from contentfilter.decode.textcodecs import uudecode_body
+from contentfilter.decode.transfer import transfer_readings
 from contentfilter.decode.walker import examine
 from contentfilter.headers import decode_encoded_words, text_of
 
@@ -40,7 +39,6 @@ from contentfilter.headers import decode_encoded_words, text_of
 _HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]+:|[\t ]")
 _MESSAGES = {"message/rfc822", "message/global", "message/news"}
 _FRAGMENTS = {"message/partial", "message/external-body"}  # RFC 2046 5.2.2, 5.2.3
-_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 _Encoded = tuple[str | None, str | None, str]  # an RFC 2231 value: charset, language, text
@@ -213,7 +211,7 @@ def _walk_attached_message(
     start, end = entity.body_start, entity.body_end
     encoding = next(iter(readings.transfer_encodings(entity.header)), "")
     if encoding not in readings.IDENTITY_ENCODINGS:  # not allowed (RFC 2046 5.2.1), but seen
-        body = transfer_decode(session, encoding, raw[start:end], None if quiet else node)
+        body = transfer_readings(session, encoding, raw[start:end], None if quiet else node)[0]
         start, end = 0, len(body)
     node.size = end - start
     node.digest = hashlib.sha256(memoryview(body)[start:end]).hexdigest()
@@ -228,7 +226,7 @@ def _walk_attached_message(
 
 
 def _leaf(session: Session, raw: bytes, entity: Entity, node: Node, quiet: bool) -> None:
-    """Decode the body; when its header allows several readings, each is a child part.
+    """Decode the body; when clients read it in several ways, each reading is a child part.
 
     The first reading is the one common mail clients take; the others are what
     other readers see, decoded too so the scanners see every attachment any
@@ -236,25 +234,31 @@ def _leaf(session: Session, raw: bytes, entity: Entity, node: Node, quiet: bool)
     """
     body = raw[entity.body_start : entity.body_end]
     encodings = readings.transfer_encodings(entity.header) or ("",)
-    header = None if quiet else entity.header
+    if len(encodings) > 1 and set(encodings) <= readings.IDENTITY_ENCODINGS:
+        encodings = encodings[:1]  # 7bit, 8bit and binary read alike
+    report = None if quiet else node
+    if report is not None and encodings == ("",):
+        _report_unknown_encoding(session, entity.header, node)
     if len(encodings) == 1:
-        _decoded_leaf(session, body, encodings[0], header, node)
-        return
-    for index, encoding in enumerate(encodings):
-        child = session.new_child(node)
-        if child is None:
+        decoded = transfer_readings(session, encodings[0], body, report)
+        if len(decoded) == 1:
+            _examine_leaf(session, decoded[0], node)
             return
-        child.declared_type = node.declared_type
-        child.add_names(*node.names)
-        _decoded_leaf(session, body, encoding, header if index == 0 else None, child)
+    else:
+        decoded = []
+    for index, encoding in enumerate(encodings):
+        if len(encodings) > 1:
+            decoded = transfer_readings(session, encoding, body, report if index == 0 else None)
+        for data in decoded:
+            child = session.new_child(node)
+            if child is None:
+                return
+            child.declared_type = node.declared_type
+            child.add_names(*node.names)
+            _examine_leaf(session, data, child)
 
 
-def _decoded_leaf(
-    session: Session, body: bytes, encoding: str, header: Message | None, node: Node
-) -> None:
-    data = transfer_decode(session, encoding, body, node if header is not None else None)
-    if header is not None and not encoding:
-        _report_unknown_encoding(session, header, node)
+def _examine_leaf(session: Session, data: bytes, node: Node) -> None:
     session.charge(len(data), node)
     content = Content.from_bytes(data)
     examine(session, node, content, tier=1, text_body=node.declared_type == "text/plain")
@@ -314,46 +318,3 @@ def _report_unknown_encoding(session: Session, header: Message, node: Node) -> N
     stated = " ".join(" ".join(str(value).split()) for value in values).lower()
     if stated:
         session.problem(f"Unknown Content-Transfer-Encoding {stated[:40]!r}", node)
-
-
-def transfer_decode(session: Session, encoding: str, body: bytes, node: Node | None) -> bytes:
-    """The body with `encoding` undone (RFC 2045 6); damage is reported on `node` if given."""
-    if encoding == "base64":
-        data, damaged = decode_base64(body)
-        if damaged and node is not None:
-            session.problem(f"Damaged base64 ({damaged})", node)
-        return data
-    if encoding == "quoted-printable":
-        return binascii.a2b_qp(body)
-    if encoding == readings.UUENCODE:
-        return uudecode_body(body)
-    return body
-
-
-def decode_base64(body: bytes) -> tuple[bytes, str | None]:
-    """Decode leniently, as mail clients do, and say what was wrong with it if anything.
-
-    Line breaks and blanks are ignored; chunks that were encoded separately and
-    concatenated (each with its own `=` padding) are all decoded.
-    """
-    padding = body.find(b"=")
-    simple = padding < 0 or not body[padding:].strip(b"= \t\r\n")
-    if simple and not body.translate(None, _BASE64_ALPHABET + b"= \t\r\n"):
-        try:  # the usual case, in one pass and one copy
-            return binascii.a2b_base64(body), None
-        except binascii.Error:
-            pass  # truncated or missing padding: the careful way below
-    text = body.translate(None, b" \t\r\n")
-    damaged = None
-    stray = text.translate(None, _BASE64_ALPHABET + b"=")
-    if stray:
-        damaged = f"{len(stray)} characters outside the base64 alphabet"
-        text = text.translate(None, stray)
-    out = bytearray()
-    for chunk in text.split(b"="):
-        if len(chunk) % 4 == 1:
-            damaged = damaged or "truncated data"
-            chunk = chunk[:-1]
-        if chunk:
-            out += binascii.a2b_base64(chunk + b"=" * (-len(chunk) % 4))
-    return bytes(out), damaged

@@ -25,7 +25,9 @@ from contentfilter.headers import decode_encoded_words, text_of
 
 IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary"})
 UUENCODE = "x-uuencode"
+YENCODE = "x-yencode"
 _UU_NAMES = frozenset({"x-uuencode", "uuencode", "x-uue", "uue", "x-uu"})
+_YENC_NAMES = frozenset({"x-yencode", "yencode", "x-yenc", "yenc"})
 _DECODING = ("base64", "quoted-printable")
 _SEPARATORS = re.compile(r"[\s,;:]+")
 _FOLDING = re.compile(r"\r?\n(?=[ \t])|\r")
@@ -58,6 +60,8 @@ def _encoding(word: str) -> str | None:
         return word
     if word in _UU_NAMES:
         return UUENCODE
+    if word in _YENC_NAMES:
+        return YENCODE
     return next((name for name in _DECODING if name in word), None)
 
 

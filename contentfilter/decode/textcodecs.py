@@ -165,3 +165,29 @@ def _member(session: Session, node: Node, names: tuple[str, ...], data: bytes) -
     if not session.charge(len(data), node):
         return Member(names, attributes="U")
     return Member(names, Content.from_bytes(data))
+
+
+# --- yEnc -------------------------------------------------------------------------------
+
+_YBEGIN = re.compile(rb"^=ybegin [^\n]*\n", re.MULTILINE)
+_YEND = re.compile(rb"^=yend", re.MULTILINE)
+_YPART = re.compile(rb"^=ypart [^\n]*\n", re.MULTILINE)
+_Y_PLAIN = bytes((byte - 42) & 0xFF for byte in range(256))
+_Y_ESCAPED = bytes((byte - 106) & 0xFF for byte in range(256))
+
+
+def ydecode_body(body: bytes) -> bytes:
+    """A part sent with Content-Transfer-Encoding x-yencode, which Thunderbird decodes:
+    the lines between `=ybegin` and `=yend`, each byte less 42, after `=` less 64 more."""
+    begin = _YBEGIN.search(body)
+    if begin is None:
+        return b""
+    end = _YEND.search(body, begin.end())
+    data = _YPART.sub(b"", body[begin.end() : end.start() if end else len(body)])
+    data = data.replace(b"\r", b"").replace(b"\n", b"")
+    pieces = data.split(b"=")
+    out = bytearray(pieces[0].translate(_Y_PLAIN))
+    for piece in pieces[1:]:
+        if piece:
+            out += piece[:1].translate(_Y_ESCAPED) + piece[1:].translate(_Y_PLAIN)
+    return bytes(out)

@@ -9,6 +9,7 @@ find `eicar.com` in every one of them, and clamd must then see it.
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -228,7 +229,84 @@ BOUNDARIES = [
     ),
 ]
 
-ALL = TRANSFER_ENCODINGS + BOUNDARIES
+
+def _yencode(data: bytes) -> bytes:
+    out = bytearray()
+    for byte in data:
+        byte = (byte + 42) & 0xFF
+        if byte in (0, 10, 13, 61):
+            out += b"=" + bytes([(byte + 64) & 0xFF])
+        else:
+            out.append(byte)
+    lines = b"\r\n".join(bytes(out[i : i + 128]) for i in range(0, len(out), 128))
+    size = len(data)
+    return b"=ybegin line=128 size=%d name=eicar.zip\r\n%s\r\n=yend size=%d\r\n" % (
+        size,
+        lines,
+        size,
+    )
+
+
+def _quoted_printable_with_blanks(data: bytes) -> bytes:
+    """Quoted-printable whose soft line breaks carry trailing blanks (RFC 2045 6.7 (3))."""
+    encoded = binascii.b2a_qp(data, istext=False).replace(b"\n", b"\r\n")
+    return encoded.replace(b"=\r\n", b"=  \r\n")
+
+
+_B64_TEXT = base64.b64encode(EICAR_ZIP)
+
+BODY_ENCODINGS = [
+    Evasion(
+        "base64-padding-inside",
+        "base64 padded in the middle (chunks encoded one by one)",
+        _mail(
+            _attachment(
+                f"{CTE} base64",
+                body=base64.b64encode(EICAR_ZIP[:100])
+                + b"\r\n"
+                + base64.b64encode(EICAR_ZIP[100:]),
+            )
+        ),
+    ),
+    Evasion(
+        "base64-junk",
+        "characters outside the base64 alphabet between the lines",
+        _mail(_attachment(f"{CTE} base64", body=_BASE64.replace(b"\r\n", b"\r\n!#*\r\n"))),
+    ),
+    Evasion(
+        "base64-no-padding",
+        "base64 without its = padding",
+        _mail(_attachment(f"{CTE} base64", body=_B64_TEXT.rstrip(b"=") + b"\r\n")),
+    ),
+    Evasion(
+        "base64-whitespace",
+        "blanks and tabs inside the base64 lines",
+        _mail(_attachment(f"{CTE} base64", body=_BASE64.replace(b"A", b"A \t"))),
+    ),
+    Evasion(
+        "base64-begin-line",
+        "a `uuencode -m` begin line before the base64 (clients decode it as junk)",
+        _mail(
+            _attachment(
+                f"{CTE} base64", body=b"begin-base64 644 eicar.zip\r\n" + _BASE64 + b"====\r\n"
+            )
+        ),
+    ),
+    Evasion(
+        "qp-soft-break-blanks",
+        "quoted-printable soft line breaks followed by blanks",
+        _mail(
+            _attachment(f"{CTE} quoted-printable", body=_quoted_printable_with_blanks(EICAR_ZIP))
+        ),
+    ),
+    Evasion(
+        "yenc",
+        "x-yencode, which Thunderbird decodes",
+        _mail(_attachment(f"{CTE} x-yencode", body=_yencode(EICAR_ZIP))),
+    ),
+]
+
+ALL = TRANSFER_ENCODINGS + BODY_ENCODINGS + BOUNDARIES
 
 
 def _named(*disposition_lines: str) -> Callable[[], bytes]:
