@@ -13,16 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import scanners
 from contentfilter import config as config_module
 from contentfilter import headers, replies
 from contentfilter.cache import ResultCache
 from contentfilter.config import Config
 from contentfilter.decode.workers import DecoderPool
 from contentfilter.errors import ConfigError
-from contentfilter.model import Destiny, Envelope, Message, Recipient, Scanner
+from contentfilter.model import Destiny, Envelope, Message, Recipient
 from contentfilter.pipeline import Pipeline
 from contentfilter.relay import Delivery, NextHop
-from scanners import REGISTRY
 
 log = logging.getLogger("contentfilter")
 
@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     try:
         config = load_config(arguments)
+        scanners.load_settings(config.scanners)  # validated before anything starts
     except ConfigError as error:
         print(f"contentfilter: config error: {error}", file=sys.stderr)
         return 2
@@ -115,21 +116,13 @@ def _override_scanner(data: dict[str, Any], type_name: str, value: str | None, k
         section[name] = entry
 
 
-def build_scanners(config: Config) -> list[Scanner]:
-    scanners = []
-    for name, settings in config.enabled_scanners().items():
-        type_name = config_module.scanner_type(config, name)
-        scanners.append(REGISTRY[type_name].create(name, settings, config))
-    return scanners
-
-
 def build_pipeline(config: Config, next_hop: Any) -> Pipeline:
     cache = None
     if config.cache.enabled:
         cache = ResultCache(ttl=config.cache.ttl, max_entries=config.cache.max_entries)
-    scanners = build_scanners(config)
-    decoder = DecoderPool(config.decoder) if any(s.needs_parts for s in scanners) else None
-    return Pipeline(config, scanners, next_hop, cache, decoder=decoder)
+    built = scanners.build_scanners(config.scanners, scanners.Needs(config.decoder))
+    decoder = DecoderPool(config.decoder) if any(s.needs_parts for s in built) else None
+    return Pipeline(config, built, next_hop, cache, decoder=decoder)
 
 
 async def close_pipeline(pipeline: Pipeline) -> None:
@@ -194,7 +187,7 @@ async def serve(config: Config) -> None:
 def command_check_config(config: Config, arguments: argparse.Namespace) -> int:
     source = arguments.config or "built-in defaults"
     print(f"# {source}: OK. Effective configuration:")
-    print(config_module.dump(config), end="")
+    print(config_module.dump(config, scanners.load_settings(config.scanners)), end="")
     return 0
 
 
@@ -269,8 +262,8 @@ def _banned_lines(config: Config, decoded: Any) -> list[str]:
     from scanners import banned
 
     lines = []
-    for name, settings in config.enabled_scanners().items():
-        if isinstance(settings, banned.BannedSettings):
+    for name, settings in scanners.load_settings(config.scanners).items():
+        if settings.enabled and isinstance(settings, banned.BannedSettings):
             lines.append(f"banned-file rules ({name}):")
             lines.extend("  " + line for line in banned.explain(decoded, settings.rule_table))
     return lines

@@ -16,12 +16,9 @@ import yaml
 
 from contentfilter import schema
 from contentfilter.addresses import HostPort, Network
+from contentfilter.decoder_settings import DecoderLimits
 from contentfilter.errors import ConfigError
-from contentfilter.mime import DecoderLimits
 from contentfilter.policy_settings import PolicyBank, PolicySettings
-from scanners import REGISTRY, ScannerSettings, load_builtin
-
-DEFAULT_CONFIG_PATHS = (Path("/etc/contentfilter/contentfilter.yaml"),)
 
 
 @dataclass(frozen=True)
@@ -106,6 +103,22 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class ScannerSection:
+    """One entry under `scanners:`: its kind, whether it runs, and the rest as written.
+
+    The scanners package validates `options` against the settings of `type`
+    (`scanners.load_settings`): loading the config needs no scanner code.
+    """
+
+    type: str
+    enabled: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_config(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, **self.options, "type": self.type}
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -117,11 +130,14 @@ class Config:
     server: ServerSettings = ServerSettings()
     next_hop: NextHopSettings = NextHopSettings()
     decoder: DecoderLimits = DecoderLimits()
-    scanners: dict[str, ScannerSettings] = field(default_factory=dict)
+    scanners: dict[str, ScannerSection] = field(default_factory=dict)
     cache: CacheSettings = CacheSettings()
     policy: PolicySettings = PolicySettings()
     policy_banks: dict[str, PolicyBank] = field(default_factory=dict)
     log: LogSettings = LogSettings()
+
+    def enabled_scanners(self) -> dict[str, ScannerSection]:
+        return {name: s for name, s in self.scanners.items() if s.enabled}
 
     def __post_init__(self) -> None:
         for listener in self.server.listen:
@@ -138,9 +154,6 @@ class Config:
                     listener.policy_bank,
                 )
 
-    def enabled_scanners(self) -> dict[str, ScannerSettings]:
-        return {name: s for name, s in self.scanners.items() if s.enabled}
-
 
 def default_scanners() -> dict[str, Any]:
     """The scanners that run when the config file does not list any."""
@@ -148,48 +161,44 @@ def default_scanners() -> dict[str, Any]:
 
 
 def from_mapping(data: object) -> Config:
-    """Validate a parsed YAML document into a Config (ConfigError on any problem)."""
-    load_builtin()
+    """Validate a parsed YAML document into a Config (ConfigError on any problem).
+
+    The scanner sections are only checked for shape here; `scanners.load_settings`
+    validates their keys.
+    """
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError("", "the config file must be a mapping of sections", data)
     data = dict(data)
-    scanners = _build_scanners(data.pop("scanners", None))
+    scanners = _scanner_sections(data.pop("scanners", None))
     config = schema.build(Config, data)
     return replace(config, scanners=scanners)
 
 
-def _build_scanners(section: object) -> dict[str, ScannerSettings]:
+def _scanner_sections(section: object) -> dict[str, ScannerSection]:
     if section is None:
         section = default_scanners()
     if not isinstance(section, Mapping):
         raise ConfigError("scanners", "expected a mapping of scanner name to settings", section)
-    return {str(name): _build_scanner(f"scanners.{name}", entry) for name, entry in section.items()}
+    return {
+        str(name): _scanner_section(f"scanners.{name}", entry) for name, entry in section.items()
+    }
 
 
-def _build_scanner(path: str, entry: object) -> ScannerSettings:
+def _scanner_section(path: str, entry: object) -> ScannerSection:
     if isinstance(entry, bool):  # `banned: off` (YAML 1.1 reads off/no as false)
         entry = {"enabled": entry}
     if entry is None:
         entry = {}
     if not isinstance(entry, Mapping):
         raise ConfigError(path, "expected a mapping of settings, or true/false", entry)
-    settings = dict(entry)
-    type_name = settings.pop("type", path.removeprefix("scanners."))
-    if not isinstance(type_name, str) or type_name not in REGISTRY:
-        known = ", ".join(sorted(REGISTRY))
-        raise ConfigError(f"{path}.type", f"unknown scanner type (known: {known})", type_name)
-    return schema.build(REGISTRY[type_name].settings, settings, path)
-
-
-def scanner_type(config: Config, name: str) -> str:
-    """The registered type of the scanner configured under `name`."""
-    settings = config.scanners[name]
-    for type_name, entry in REGISTRY.items():
-        if type(settings) is entry.settings:
-            return type_name
-    raise KeyError(name)
+    options = dict(entry)
+    type_name = options.pop("type", path.removeprefix("scanners."))
+    if not isinstance(type_name, str):
+        raise ConfigError(f"{path}.type", "unknown scanner type (expected a name)", type_name)
+    enabled = schema.build(bool, options.pop("enabled", True), f"{path}.enabled")
+    return ScannerSection(type_name, enabled, options)
 
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a config is a few KB; more is a wrong file
@@ -306,7 +315,20 @@ def load(path: Path | None) -> Config:
     return from_mapping(read_document(path))
 
 
-def dump(config: Config) -> str:
-    """The effective configuration as YAML (what `check-config` prints)."""
+def dump(config: Config, scanners: Mapping[str, object] | None = None) -> str:
+    """The effective configuration as YAML (what `check-config` prints).
+
+    `scanners` are the validated scanner settings, shown with their defaults; without
+    them the sections are shown as written.
+    """
     plain = schema.to_plain(config)
+    if scanners is not None and isinstance(plain, dict):
+        plain["scanners"] = {
+            name: {**_mapping(schema.to_plain(settings)), "type": config.scanners[name].type}
+            for name, settings in scanners.items()
+        }
     return yaml.safe_dump(plain, sort_keys=False, default_flow_style=False)
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}

@@ -1,53 +1,85 @@
-"""Scanner adapters, registered by type name so the YAML config can name them.
+"""Scanner adapters, and the one table of the scanner types a config can name.
 
-A scanner module defines a frozen settings dataclass (built strictly from the
-`scanners.<name>` section of the YAML file by `contentfilter.schema`) and a
-factory, and registers both here. Settings classes inherit `ScannerSettings` so
-every scanner has `enabled`, `timeout` and `on_failure`.
+The config hands over each `scanners:` entry as written (its `type:` and the rest
+of its keys); `load_settings` validates them strictly into each type's frozen
+settings dataclass (a ConfigError names the key path), and `build_scanners` makes
+the scanners. Each factory gets its own settings and the few things it needs
+(`Needs`), never the whole configuration.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from contentfilter.model import FailureAction, Scanner
-from contentfilter.schema import require_positive
+from contentfilter import schema
+from contentfilter.config import ScannerSection
+from contentfilter.decoder_settings import DecoderLimits
+from contentfilter.errors import ConfigError
+from contentfilter.model import Scanner
+from scanners import banned, clamav, header_check, regex, spamassassin
+from scanners.base import ScannerSettings
 
-if TYPE_CHECKING:
-    from contentfilter.config import Config
+__all__ = ["TYPES", "Needs", "ScannerSettings", "build_scanners", "load_settings"]
 
 
 @dataclass(frozen=True)
-class ScannerSettings:
-    """Keys every scanner section has."""
+class Needs:
+    """What a scanner may need beyond its own settings."""
 
-    enabled: bool = True
-    timeout: float = 30.0  # seconds for the whole scan of one message
-    on_failure: FailureAction = FailureAction.TEMPFAIL
-
-    def __post_init__(self) -> None:
-        require_positive(self, "timeout")
-
-
-Factory = Callable[[str, Any, "Config"], Scanner]
+    decoder: DecoderLimits = DecoderLimits()  # what the decoder extracts, and how
 
 
 @dataclass(frozen=True)
 class ScannerType:
     settings: type[ScannerSettings]
-    create: Factory
+    create: Callable[[str, Any, Needs], Scanner]  # (name, its settings, needs)
 
 
-REGISTRY: dict[str, ScannerType] = {}
+TYPES: dict[str, ScannerType] = {
+    "clamav": ScannerType(
+        clamav.ClamAVSettings,
+        lambda name, settings, needs: clamav.ClamAVScanner(name, settings, needs.decoder),
+    ),
+    "spamassassin": ScannerType(
+        spamassassin.SpamAssassinSettings,
+        lambda name, settings, _: spamassassin.SpamAssassinScanner(name, settings),
+    ),
+    "banned": ScannerType(
+        banned.BannedSettings,
+        lambda name, settings, needs: banned.BannedScanner(name, settings, needs.decoder),
+    ),
+    "bad_header": ScannerType(
+        header_check.HeaderCheckSettings,
+        lambda name, settings, _: header_check.HeaderCheckScanner(name, settings),
+    ),
+    "regex": ScannerType(
+        regex.RegexSettings, lambda name, settings, _: regex.RegexScanner(name, settings)
+    ),
+}
 
 
-def register(type_name: str, settings: type[ScannerSettings], create: Factory) -> None:
-    """Make a scanner type available to the `scanners:` section of the config."""
-    REGISTRY[type_name] = ScannerType(settings, create)
+def load_settings(sections: Mapping[str, ScannerSection]) -> dict[str, ScannerSettings]:
+    """Each section validated into its type's settings (ConfigError naming the key)."""
+    loaded: dict[str, ScannerSettings] = {}
+    for name, section in sections.items():
+        path = f"scanners.{name}"
+        kind = TYPES.get(section.type)
+        if kind is None:
+            known = ", ".join(sorted(TYPES))
+            raise ConfigError(
+                f"{path}.type", f"unknown scanner type (known: {known})", section.type
+            )
+        options = {"enabled": section.enabled, **section.options}
+        loaded[name] = schema.build(kind.settings, options, path)
+    return loaded
 
 
-def load_builtin() -> None:
-    """Import the scanner modules shipped with the filter (each registers itself)."""
-    from scanners import banned, clamav, header_check, regex, spamassassin  # noqa: F401
+def build_scanners(sections: Mapping[str, ScannerSection], needs: Needs = Needs()) -> list[Scanner]:
+    """The enabled scanners, in the order the config lists them."""
+    return [
+        TYPES[sections[name].type].create(name, settings, needs)
+        for name, settings in load_settings(sections).items()
+        if settings.enabled
+    ]

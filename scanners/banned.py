@@ -41,7 +41,7 @@ import asyncio
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import yaml
 
@@ -56,10 +56,7 @@ from contentfilter.model import (
     Part,
     ScanResult,
 )
-from scanners import ScannerSettings, register
-
-if TYPE_CHECKING:
-    from contentfilter.config import Config
+from scanners.base import ScannerSettings
 
 Match = Literal["name", "type", "mime", "any"]
 Scope = Literal["path", "part", "inside"]
@@ -437,10 +434,3 @@ class BannedScanner:
 
 
 INLINE_PARTS = 64  # up to this many parts the rules run on the event loop
-
-
-def create(name: str, settings: BannedSettings, config: Config) -> BannedScanner:
-    return BannedScanner(name, settings, config.decoder)
-
-
-register("banned", BannedSettings, create)

@@ -36,10 +36,10 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from contentfilter import cache
-from contentfilter.decode import DecoderLimits
+from contentfilter.decoder_settings import DecoderLimits
 from contentfilter.errors import (
     ScannerError,
     ScannerProtocolError,
@@ -56,7 +56,7 @@ from contentfilter.model import (
     ScanResult,
 )
 from contentfilter.schema import require_positive
-from scanners import ScannerSettings, register
+from scanners.base import ScannerSettings
 from scanners.clamd_wire import (
     MAX_REPLY_SIZE,
     ClamdReply,
@@ -68,9 +68,6 @@ from scanners.clamd_wire import (
     parse_reply,
     session,
 )
-
-if TYPE_CHECKING:
-    from contentfilter.config import Config
 
 __all__ = ["ClamAVScanner", "ClamAVSettings", "ClamdReply", "ClamdServer", "parse_reply"]
 
@@ -449,11 +446,3 @@ def _describe(error: OSError) -> str:
     if error.errno:
         return os.strerror(error.errno)
     return str(error) or type(error).__name__
-
-
-def create(name: str, settings: ClamAVSettings, config: Config) -> ClamAVScanner:
-    """The factory the registry calls for a `type: clamav` section."""
-    return ClamAVScanner(name, settings, config.decoder)
-
-
-register("clamav", ClamAVSettings, create)

@@ -12,14 +12,10 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from contentfilter.headers import header_section_end
 from contentfilter.model import ContentsCategory, FailureAction, Finding, Message, ScanResult
-from scanners import ScannerSettings, register
-
-if TYPE_CHECKING:
-    from contentfilter.config import Config
+from scanners.base import ScannerSettings
 
 FIELD_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
 MAX_LINE = 998  # RFC 5322 section 2.1.1, CRLF excluded
@@ -138,10 +134,3 @@ class HeaderCheckScanner:
 
     async def close(self) -> None:
         return None
-
-
-def create(name: str, settings: HeaderCheckSettings, config: Config) -> HeaderCheckScanner:
-    return HeaderCheckScanner(name, settings)
-
-
-register("bad_header", HeaderCheckSettings, create)

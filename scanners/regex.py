@@ -27,14 +27,11 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from contentfilter.headers import decode_encoded_words, text_of
 from contentfilter.model import ContentsCategory, Finding, Message, ScanResult
-from scanners import ScannerSettings, register
-
-if TYPE_CHECKING:
-    from contentfilter.config import Config
+from scanners.base import ScannerSettings
 
 log = logging.getLogger("contentfilter.scanners.regex")
 
@@ -167,11 +164,3 @@ class RegexScanner:
 
     async def close(self) -> None:
         """Nothing to release."""
-
-
-def create(name: str, settings: RegexSettings, config: Config) -> RegexScanner:
-    """The factory the registry calls for a `type: regex` section."""
-    return RegexScanner(name, settings)
-
-
-register("regex", RegexSettings, create)

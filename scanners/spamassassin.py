@@ -38,7 +38,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiospamc  # type: ignore[import-untyped]
 import aiospamc.exceptions  # type: ignore[import-untyped]
@@ -57,10 +57,7 @@ from contentfilter.errors import (
 )
 from contentfilter.model import FailureAction, Message, ScanResult, SpamReport
 from contentfilter.schema import require_positive
-from scanners import ScannerSettings, register
-
-if TYPE_CHECKING:
-    from contentfilter.config import Config
+from scanners.base import ScannerSettings
 
 log = logging.getLogger("contentfilter.scanners.spamassassin")
 
@@ -240,11 +237,3 @@ class SpamAssassinScanner:
             raise _converted(self.name, self.settings.server, error) from error
         except Exception as error:  # OSError, TimeoutError, or a parser surprise on garbage
             raise _converted(self.name, self.settings.server, error) from error
-
-
-def create(name: str, settings: SpamAssassinSettings, config: Config) -> SpamAssassinScanner:
-    """The factory the registry calls for a `type: spamassassin` section."""
-    return SpamAssassinScanner(name, settings)
-
-
-register("spamassassin", SpamAssassinSettings, create)

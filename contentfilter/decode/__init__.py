@@ -10,8 +10,8 @@ memory by `DecoderLimits`.
 from __future__ import annotations
 
 from contentfilter.decode import mimeparts
-from contentfilter.decode.limits import DecoderLimits
 from contentfilter.decode.session import Session
+from contentfilter.decoder_settings import DecoderLimits
 from contentfilter.model import DecodedMessage, Part
 
 __all__ = ["DecoderLimits", "decode", "describe", "format_tree"]

@@ -11,7 +11,7 @@ from typing import IO
 
 from contentfilter.decode import spool
 from contentfilter.decode.content import Content, SpoolFile
-from contentfilter.decode.limits import DecoderLimits
+from contentfilter.decoder_settings import DecoderLimits
 from contentfilter.model import ExtractedFile, Part
 
 MAX_PROBLEMS = 20  # more would only repeat themselves in the log line

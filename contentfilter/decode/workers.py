@@ -34,8 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from contentfilter.decode.limits import DecoderLimits
 from contentfilter.decode.spool import Spool
+from contentfilter.decoder_settings import DecoderLimits
 from contentfilter.model import DecodedMessage, Part
 
 log = logging.getLogger("contentfilter.decode")

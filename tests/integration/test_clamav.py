@@ -20,7 +20,7 @@ import pytest
 from contentfilter import config
 from contentfilter.errors import ScannerProtocolError, ScannerTimeout, ScannerUnavailable
 from contentfilter.model import ContentsCategory, Envelope, Message, Recipient, Scanner
-from scanners import REGISTRY
+from scanners import build_scanners
 from scanners.clamav import PIPELINE_GRACE, ClamAVScanner, ClamAVSettings
 from tests.support.daemons import Clamd
 from tests.support.messages import EICAR, clean, eicar_attachment, eicar_inline, message
@@ -106,7 +106,7 @@ async def test_the_registry_builds_it_from_the_config(clamd: Clamd) -> None:
     loaded = config.from_mapping(
         {"scanners": {"virus": {"type": "clamav", "servers": [clamd.address], "timeout": 10}}}
     )
-    built = REGISTRY["clamav"].create("virus", loaded.scanners["virus"], loaded)
+    [built] = build_scanners(loaded.scanners)
     assert isinstance(built, Scanner)
     assert (built.name, built.needs_parts) == ("virus", False)
     assert built.timeout == 10.0 + PIPELINE_GRACE  # the pipeline's is only a backstop

@@ -13,7 +13,7 @@ import pytest
 from contentfilter import config
 from contentfilter.errors import ScannerProtocolError, ScannerTimeout, ScannerUnavailable
 from contentfilter.model import Envelope, Message, Recipient, Scanner
-from scanners import REGISTRY
+from scanners import build_scanners
 from scanners.spamassassin import SpamAssassinScanner, SpamAssassinSettings
 from tests.support.daemons import Spamd
 from tests.support.messages import clean, gtube
@@ -59,7 +59,7 @@ async def test_several_messages_at_once(spamd: Spamd) -> None:
 
 async def test_the_registry_builds_it_from_the_config(spamd: Spamd) -> None:
     loaded = config.from_mapping({"scanners": {"spamassassin": {"server": spamd.address}}})
-    built = REGISTRY["spamassassin"].create("spamassassin", loaded.scanners["spamassassin"], loaded)
+    [built] = build_scanners(loaded.scanners)
     assert isinstance(built, Scanner)
     assert (built.needs_parts, built.on_failure.value) == (False, "pass")
     result = await built.scan(mail(gtube()))

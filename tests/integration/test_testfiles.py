@@ -14,7 +14,7 @@ import pytest
 from contentfilter.config import from_mapping
 from contentfilter.mime import DecoderLimits, decode
 from contentfilter.model import ContentsCategory, Envelope, Message, Recipient
-from scanners import REGISTRY
+from scanners import build_scanners
 from tests.support import mimegen as g
 from tests.support.daemons import Clamd
 
@@ -38,7 +38,7 @@ def _message(path: Path) -> Message:
 @pytest.mark.parametrize("path", VIRUS_CASES, ids=lambda path: path.name)
 async def test_testfile_attached_is_a_virus(path: Path, clamd: Clamd) -> None:
     config = from_mapping({"scanners": {"clamav": {"servers": [clamd.address]}}})
-    scanner = REGISTRY["clamav"].create("clamav", config.scanners["clamav"], config)
+    [scanner] = build_scanners({"clamav": config.scanners["clamav"]})
     try:
         result = await scanner.scan(_message(path))
     finally:

@@ -21,7 +21,7 @@ from contentfilter.model import (
     Recipient,
     Scanner,
 )
-from scanners import REGISTRY
+from scanners import Needs, build_scanners, load_settings
 from scanners.banned import (
     DEBIAN_RULES,
     DEFAULT_RULES,
@@ -317,7 +317,7 @@ def test_rules_from_yaml_forms() -> None:
             }
         }
     )
-    rules = config.scanners["banned"].rules  # type: ignore[attr-defined]
+    rules = load_settings(config.scanners)["banned"].rules  # type: ignore[attr-defined]
     assert rules == (
         BannedRule("^application/x-msmetafile$", True, "mime"),
         BannedRule("^\\.(zip|rar)$", False, "type", "inside"),
@@ -364,7 +364,7 @@ def test_rules_from_yaml_forms() -> None:
 )
 def test_bad_rules_are_config_errors_naming_the_rule(rules: list[object], message: str) -> None:
     with pytest.raises(ConfigError) as raised:
-        from_mapping({"scanners": {"banned": {"rules": rules}}})
+        load_settings(from_mapping({"scanners": {"banned": {"rules": rules}}}).scanners)
     assert str(raised.value).startswith(message)
 
 
@@ -382,7 +382,7 @@ def test_decoder_limits_from_config() -> None:
 
 def test_registered_and_created_from_config() -> None:
     config = from_mapping({"scanners": {"strict": {"type": "banned", "timeout": 5}}})
-    scanner = REGISTRY["banned"].create("strict", config.scanners["strict"], config)
+    [scanner] = build_scanners(config.scanners, Needs(config.decoder))
     assert isinstance(scanner, Scanner)
     assert (scanner.name, scanner.timeout, scanner.on_failure) == (
         "strict",

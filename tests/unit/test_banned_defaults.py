@@ -14,6 +14,7 @@ from contentfilter.config import from_mapping
 from contentfilter.errors import ConfigError
 from contentfilter.mime import DecoderLimits
 from contentfilter.model import ContentsCategory, Envelope, Message, Recipient
+from scanners import load_settings
 from scanners.banned import (
     DEBIAN_RULES,
     DEFAULT_RULES,
@@ -148,8 +149,8 @@ def test_the_default_is_debian_then_the_additions() -> None:
     ],
 )
 def test_preset_or_rules_from_the_config(section: dict[str, object], rules: object) -> None:
-    loaded = from_mapping({"scanners": {"banned": section}})
-    assert loaded.scanners["banned"].rule_table == rules  # type: ignore[attr-defined]
+    loaded = load_settings(from_mapping({"scanners": {"banned": section}}).scanners)
+    assert loaded["banned"].rule_table == rules  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -163,7 +164,7 @@ def test_bad_preset_choices_are_config_errors(
     section: dict[str, object], key: str, reason: str
 ) -> None:
     with pytest.raises(ConfigError) as caught:
-        from_mapping({"scanners": {"banned": section}})
+        load_settings(from_mapping({"scanners": {"banned": section}}).scanners)
     assert caught.value.key == key and reason in str(caught.value)
 
 

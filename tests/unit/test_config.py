@@ -10,8 +10,20 @@ import pytest
 from contentfilter import cli, config
 from contentfilter.errors import ConfigError
 from contentfilter.model import Destiny, FailureAction
+from scanners import ScannerSettings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def scanner_settings(loaded: config.Config) -> dict[str, ScannerSettings]:
+    return load_settings(loaded.scanners)
+
+
+def load_all(document: dict[str, object]) -> config.Config:
+    """The config and its scanner sections validated, as `contentfilter` does at start-up."""
+    loaded = config.from_mapping(document)
+    load_settings(loaded.scanners)
+    return loaded
 
 
 def test_defaults_are_amavisd_new_defaults() -> None:
@@ -24,8 +36,8 @@ def test_defaults_are_amavisd_new_defaults() -> None:
     assert settings.policy.destiny.spam is Destiny.PASS
     assert settings.policy.destiny.oversized is Destiny.BOUNCE
     assert set(settings.enabled_scanners()) == {"clamav", "spamassassin", "banned", "bad_header"}
-    assert settings.scanners["clamav"].on_failure is FailureAction.TEMPFAIL
-    assert settings.scanners["spamassassin"].on_failure is FailureAction.PASS
+    assert scanner_settings(settings)["clamav"].on_failure is FailureAction.TEMPFAIL
+    assert scanner_settings(settings)["spamassassin"].on_failure is FailureAction.PASS
 
 
 def test_shipped_example_config_is_valid() -> None:
@@ -52,7 +64,7 @@ def test_shipped_example_config_is_valid() -> None:
 )
 def test_bad_values_name_the_key(document: dict[str, object], key: str, words: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        config.from_mapping(document)
+        load_all(document)
     assert caught.value.key == key
     assert words in str(caught.value)
 
@@ -104,14 +116,14 @@ def test_command_line_overrides_file(tmp_path: Path) -> None:
     assert str(settings.next_hop.address) == "127.0.0.1:2626"
     assert str(settings.server.listen[0].address) == "127.0.0.1:2424"
     assert "clamav" not in settings.enabled_scanners()
-    assert settings.scanners["spamassassin"].server == "127.0.0.1:7830"  # type: ignore[attr-defined]
+    assert scanner_settings(settings)["spamassassin"].server == "127.0.0.1:7830"  # type: ignore[attr-defined]
 
 
 def test_shipped_config_uses_the_default_banned_rules() -> None:
     from scanners import banned
 
     settings = config.load(REPO / "config" / "contentfilter.yaml")
-    rules = settings.scanners["banned"].rule_table  # type: ignore[attr-defined]
+    rules = scanner_settings(settings)["banned"].rule_table  # type: ignore[attr-defined]
     assert rules == banned.DEFAULT_RULES
 
 

@@ -9,6 +9,7 @@ import pytest
 from contentfilter import config
 from contentfilter.errors import ConfigError
 from contentfilter.model import ContentsCategory, Envelope, Message, Recipient
+from scanners import load_settings
 from scanners.regex import (
     RegexRule,
     RegexScanner,
@@ -101,7 +102,7 @@ def test_the_config_error_carries_the_key_path() -> None:
         ],
     }
     with pytest.raises(ConfigError) as caught:
-        config.from_mapping({"scanners": {"local_rules": section}})
+        load_settings(config.from_mapping({"scanners": {"local_rules": section}}).scanners)
     assert caught.value.key == "scanners.local_rules.rules[1]"
     assert "body /(/: bad regular expression" in str(caught.value)
 
@@ -109,7 +110,7 @@ def test_the_config_error_carries_the_key_path() -> None:
 def test_an_unknown_category_is_refused() -> None:
     section = {"type": "regex", "rules": [{"body": "x", "category": "evil"}]}
     with pytest.raises(ConfigError, match=r"rules\[0\]\.category: must be one of"):
-        config.from_mapping({"scanners": {"local_rules": section}})
+        load_settings(config.from_mapping({"scanners": {"local_rules": section}}).scanners)
 
 
 def test_rules_dump_as_written() -> None:
@@ -120,7 +121,8 @@ def test_rules_dump_as_written() -> None:
             {"body": "y", "category": "spam", "ignore_case": False},
         ],
     }
-    dumped = config.dump(config.from_mapping({"scanners": {"local_rules": section}}))
+    loaded = config.from_mapping({"scanners": {"local_rules": section}})
+    dumped = config.dump(loaded, load_settings(loaded.scanners))
     assert (
         "- header: Subject\n      pattern: x\n      category: banned\n      detail: d\n" in dumped
     )

@@ -1,0 +1,100 @@
+"""The import graph of the package, read with the stdlib ast: what may import what."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("contentfilter", "scanners")
+
+
+def _modules() -> Iterator[tuple[str, Path]]:
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            yield ".".join(parts), path
+
+
+MODULES = dict(_modules())
+
+
+def _imported(name: str, path: Path) -> set[str]:
+    """Every module `name` imports, lazily inside functions or TYPE_CHECKING included."""
+    found: set[str] = set()
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from . import x, from ..y import z
+                anchor = package[: len(package) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            for alias in node.names:
+                submodule = f"{base}.{alias.name}"
+                found.add(submodule if submodule in MODULES else base)
+    return found
+
+
+GRAPH = {
+    name: {m for m in _imported(name, path) if m in MODULES and m != name}
+    for name, path in MODULES.items()
+}
+
+
+def reachable(start: str) -> set[str]:
+    seen: set[str] = set()
+    pending = [start]
+    while pending:
+        for module in GRAPH[pending.pop()] - seen:
+            seen.add(module)
+            pending.append(module)
+    return seen
+
+
+def _in_package(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_the_graph_is_read() -> None:
+    assert "contentfilter.model" in GRAPH["contentfilter.pipeline"]
+    assert "scanners.base" in GRAPH["scanners.clamav"]
+    assert "contentfilter.decoder_settings" in GRAPH["contentfilter.decode.session"]
+
+
+def test_config_does_not_reach_the_scanners_or_the_decoder() -> None:
+    reached = reachable("contentfilter.config")
+    assert not {m for m in reached if _in_package(m, "scanners")}
+    assert not {m for m in reached if _in_package(m, "contentfilter.decode")}
+
+
+def test_no_cycle_between_config_and_scanners() -> None:
+    assert not (
+        any(_in_package(m, "scanners") for m in reachable("contentfilter.config"))
+        and "contentfilter.config" in reachable("scanners")
+    )
+
+
+@pytest.mark.parametrize(
+    "forbidden", ["scanners", "contentfilter.decode", "aiospamc", "libarchive"]
+)
+def test_loading_the_config_imports_no_scanner_code(forbidden: str) -> None:
+    """At run time too: a fresh interpreter that loads the shipped config."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from contentfilter import config\n"
+        f"config.load(Path({str(ROOT / 'config' / 'contentfilter.yaml')!r}))\n"
+        f"print(sorted(m for m in sys.modules if m == {forbidden!r}"
+        f" or m.startswith({forbidden + '.'!r})))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"
