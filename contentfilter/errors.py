@@ -56,10 +56,6 @@ class ScannerProtocolError(ScannerError):
     """The scanner answered something we cannot take for a verdict."""
 
 
-class DecodeError(ContentFilterError):
-    """A part of the message could not be decoded (the message becomes UNCHECKED)."""
-
-
 class RelayError(ContentFilterError):
     """The next hop did not take the message.
 
