@@ -56,6 +56,10 @@ class ScannerProtocolError(ScannerError):
     """The scanner answered something we cannot take for a verdict."""
 
 
+class DecodeError(ContentFilterError):
+    """A part of the message could not be decoded (the message becomes UNCHECKED)."""
+
+
 class RelayError(ContentFilterError):
     """The next hop did not take the message.
 
@@ -84,11 +88,3 @@ class NextHopTimeout(RelayError, TimeoutError):
 
 class NextHopRefused(RelayError):
     """The next hop answered a command with 4xx or 5xx."""
-
-
-class SessionClosed(ContentFilterError, ConnectionResetError):
-    """The filter ended an SMTP session (a client too slow or a line too long).
-
-    The client has been sent the reason; a ConnectionResetError because that is what
-    ends a session in aiosmtpd.
-    """

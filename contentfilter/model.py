@@ -6,7 +6,7 @@ Envelope + raw bytes -> Message -> (decoded parts) -> ScanResult per scanner
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from functools import cached_property
@@ -270,6 +270,18 @@ class Scanner(Protocol):
     async def scan(self, message: Message) -> ScanResult: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class PartsScanner(Scanner, Protocol):
+    """A scanner that starts on the raw message at once and takes the decoded parts when
+    the decoder is done (clamd scans the raw message while the decoder works)."""
+
+    async def scan_with_parts(
+        self, message: Message, parts: Awaitable[DecodedMessage | None]
+    ) -> ScanResult:
+        """`parts` gives the decoded message, or None if decoding failed."""
+        ...
 
 
 # --- decisions ------------------------------------------------------------------------

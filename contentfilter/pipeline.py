@@ -33,6 +33,7 @@ from contentfilter.model import (
     Finding,
     Message,
     Outcome,
+    PartsScanner,
     Recipient,
     Reply,
     Scanner,
@@ -78,18 +79,19 @@ class Pipeline:
 
     async def scan(self, message: Message) -> tuple[ScanResult, ...]:
         """Run every scanner concurrently; ScanAborted if one must tempfail the message."""
-        on_raw = [s for s in self.scanners if not s.needs_parts]
-        on_parts = [s for s in self.scanners if s.needs_parts]
+        cached = [self._cached(scanner, message) for scanner in self.scanners]
+        pending = [(s, key) for s, (key, hit) in zip(self.scanners, cached, strict=True) if not hit]
+        wants_parts = any(s.needs_parts or isinstance(s, PartsScanner) for s, _ in pending)
         spool = None
-        if on_parts and message.parts is None:
+        if wants_parts and message.parts is None:  # a cache hit for all spares the decoding
             spool = Spool(self.config.decoder.temp_directory)
         aborted: BaseException | None = None
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._run(s, message)) for s in on_raw]
-                if on_parts:
-                    message = replace(message, parts=await self.decode(message, spool))
-                    tasks += [group.create_task(self._run(s, message)) for s in on_parts]
+                decoding = group.create_task(self.decode(message, spool)) if wants_parts else None
+                tasks = [
+                    group.create_task(self._run(s, message, key, decoding)) for s, key in pending
+                ]
         except* ScanAborted as group_error:
             # Raised outside the except* block: CPython 3.11.2 (Debian 12) wraps an
             # exception raised inside one in a new ExceptionGroup (fixed in 3.11.4).
@@ -99,7 +101,8 @@ class Pipeline:
                 spool.remove()
         if aborted is not None:
             raise aborted
-        return tuple(task.result() for task in tasks)
+        results = iter(task.result() for task in tasks)
+        return tuple(hit or next(results) for _, hit in cached)
 
     async def decode(self, message: Message, spool: Spool | None = None) -> DecodedMessage:
         """The message's parts, decoded in a worker process (in this one without a pool);
@@ -113,16 +116,32 @@ class Pipeline:
             return mime.decode(message.raw, self.config.decoder, path)
         return await asyncio.to_thread(mime.decode, message.raw, self.config.decoder, path)
 
-    async def _run(self, scanner: Scanner, message: Message) -> ScanResult:
+    def _cached(self, scanner: Scanner, message: Message) -> tuple[str | None, ScanResult | None]:
+        """The scanner's cache key for the message, and the result stored under it."""
+        if self.cache is None:
+            return None, None
         started = self.clock()
-        key = scanner.cache_key(message) if self.cache is not None else None
-        if key is not None and self.cache is not None:
-            hit = self.cache.get(scanner.name, key)
-            if hit is not None:
-                return hit.with_timing(self.clock() - started, cached=True)
+        key = scanner.cache_key(message)
+        hit = self.cache.get(scanner.name, key) if key is not None else None
+        return key, hit.with_timing(self.clock() - started, cached=True) if hit else None
+
+    async def _run(
+        self,
+        scanner: Scanner,
+        message: Message,
+        key: str | None,
+        decoding: asyncio.Task[DecodedMessage] | None,
+    ) -> ScanResult:
+        if decoding is not None and scanner.needs_parts:  # its timeout starts after decoding
+            message = replace(message, parts=await asyncio.shield(decoding))
+        started = self.clock()
         try:
-            async with asyncio.timeout(scanner.timeout):
-                result = await scanner.scan(message)
+            async with asyncio.timeout(scanner.timeout) as budget:
+                if decoding is not None and isinstance(scanner, PartsScanner):
+                    parts = _parts_later(decoding, budget, scanner.timeout)
+                    result = await scanner.scan_with_parts(message, parts)
+                else:
+                    result = await scanner.scan(message)
         except TimeoutError:
             error: ScannerError = ScannerTimeout(scanner.name, f"no answer in {scanner.timeout:g}s")
             return self._failed(scanner, message, error, self.clock() - started)
@@ -307,6 +326,23 @@ class Pipeline:
         )
         envelope = Envelope("", (Recipient(message.envelope.mail_from),))
         await self.next_hop.deliver(envelope, envelope.recipients, dsn)
+
+
+async def _parts_later(
+    decoding: asyncio.Task[DecodedMessage], budget: asyncio.Timeout, seconds: float
+) -> DecodedMessage | None:
+    """The decoded parts for a scanner already at work on the raw message. Waiting for
+    the decoder does not count against its timeout (its conversations keep their own);
+    the timeout starts again once the parts are there. None if decoding failed (that
+    fails the scan by itself)."""
+    if not decoding.done():
+        budget.reschedule(None)
+    try:
+        decoded = await asyncio.shield(decoding)
+    except Exception:
+        return None
+    budget.reschedule(asyncio.get_running_loop().time() + seconds)
+    return decoded
 
 
 _BLOCK_ACTIONS = {
