@@ -8,6 +8,11 @@ Postfix bounce good mail.
 
 from __future__ import annotations
 
+import errno
+
+# OSError numbers of a full disk or quota: a tempfail naming the cause, never UNCHECKED
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 class ContentFilterError(Exception):
     """Base class of every error the filter raises on purpose."""

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -22,6 +22,7 @@ from contentfilter.config import Config
 from contentfilter.decode.spool import Spool
 from contentfilter.decode.workers import DecoderPool
 from contentfilter.errors import RelayError, ScannerError, ScannerTimeout
+from contentfilter.faults import FaultCounter
 from contentfilter.model import (
     Action,
     ContentsCategory,
@@ -74,6 +75,7 @@ class Pipeline:
     cache: ResultCache | None = None
     clock: Callable[[], float] = time.monotonic
     decoder: DecoderPool | None = None  # None: decode in this process (tests)
+    faults: FaultCounter = field(default_factory=FaultCounter)
 
     # --- scanning ----------------------------------------------------------------------
 
@@ -86,6 +88,7 @@ class Pipeline:
         if wants_parts and message.parts is None:  # a cache hit for all spares the decoding
             spool = Spool(self.config.decoder.temp_directory)
         aborted: BaseException | None = None
+        fault: BaseException | None = None
         try:
             async with asyncio.TaskGroup() as group:
                 decoding = group.create_task(self.decode(message, spool)) if wants_parts else None
@@ -96,9 +99,13 @@ class Pipeline:
             # Raised outside the except* block: CPython 3.11.2 (Debian 12) wraps an
             # exception raised inside one in a new ExceptionGroup (fixed in 3.11.4).
             aborted = group_error.exceptions[0]
+        except* Exception as group_error:  # the decoder's: a full disk, a bug
+            fault = group_error.exceptions[0]
         finally:
             if spool is not None:  # whatever happened, the extracted files go
                 spool.remove()
+        if fault is not None:  # the cause itself, not an ExceptionGroup around it
+            raise fault
         if aborted is not None:
             raise aborted
         results = iter(task.result() for task in tasks)
@@ -148,7 +155,7 @@ class Pipeline:
         except ScannerError as scanner_error:
             return self._failed(scanner, message, scanner_error, self.clock() - started)
         except Exception as bug:  # a fault in an adapter is still only a failed check
-            detail_log.exception("(%s) scanner %s crashed", message.log_id, scanner.name)
+            self.faults.record(f"scanner {scanner.name}", bug, message.log_id)
             error = ScannerError(scanner.name, f"internal error ({type(bug).__name__})")
             return self._failed(scanner, message, error, self.clock() - started)
         elapsed = self.clock() - started
@@ -191,7 +198,7 @@ class Pipeline:
             outcome = await self._handle(message, lmtp)
         except Exception as error:  # nothing is lost: every fault is a tempfail
             if not isinstance(error, ScannerError | RelayError):
-                log.exception("(%s) internal error", message.log_id)
+                self.faults.record("pipeline", error, message.log_id)
             reply = replies.failure(message.log_id, error)
             failed = tuple(
                 Disposition(r, None, Action.TEMPFAILED, reply) for r in message.envelope.recipients

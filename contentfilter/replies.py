@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import IntEnum
 
-from contentfilter.errors import ContentFilterError, RelayError, ScannerError
+from contentfilter.errors import DISK_FULL, ContentFilterError, RelayError, ScannerError
 from contentfilter.model import Action, ContentsCategory, Destiny, Disposition, Reply, Verdict
 
 
@@ -99,6 +99,13 @@ def next_hop_failed(log_id: str, next_hop: str, error: RelayError) -> Reply:
 
 def failure(log_id: str, error: BaseException) -> Reply:
     """Any failure inside the filter: a tempfail with a short reason, never a 5xx."""
+    if isinstance(error, OSError) and error.errno in DISK_FULL:
+        # RFC 3463 4.3.1: mail system full. Postfix retries; the admin frees space.
+        return Reply(
+            Code.LOCAL_ERROR,
+            "4.3.1",
+            f"Error in processing, id={log_id}, insufficient disk space ({error.strerror})",
+        )
     if isinstance(error, ScannerError):
         return Reply(
             Code.LOCAL_ERROR,

@@ -281,7 +281,7 @@ class Handler:
         return replies.render(replies.recipient_ok())
 
     async def handle_exception(self, error: Exception) -> str:
-        log.exception("session error")
+        self.pipeline.faults.record("SMTP session", error)
         return replies.render(replies.failure("-", error))
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: FilterEnvelope) -> str:

@@ -45,7 +45,8 @@ def _decode(raw: bytes, job: Job) -> DecodedMessage | Failure:
     try:
         return decode(raw, job.limits, job.spool)
     except Exception as error:  # a bug in the decoder: one message, not the worker
-        return Failure(f"{type(error).__name__}: {error}"[:200], traceback.format_exc())
+        number = error.errno if isinstance(error, OSError) else None
+        return Failure(f"{type(error).__name__}: {error}"[:200], traceback.format_exc(), number)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from multiprocessing.connection import Connection
 
 from contentfilter.decode.spool import Spool
 from contentfilter.decoder_settings import DecoderLimits
+from contentfilter.errors import DISK_FULL
 from contentfilter.model import DecodedMessage, Part
 
 log = logging.getLogger("contentfilter.decode")
@@ -59,6 +60,7 @@ class Failure:
 
     error: str
     traceback: str
+    errno: int | None = None  # of an OSError: a full disk is a tempfail, not UNCHECKED
 
 
 class _Worker:
@@ -148,6 +150,8 @@ class DecoderPool:
             spool.remove()
         if isinstance(answer, DecodedMessage):
             return answer
+        if isinstance(answer, Failure) and answer.errno in DISK_FULL:
+            raise OSError(answer.errno, os.strerror(answer.errno))
         if isinstance(answer, Failure):
             log.error("decoder error: %s\n%s", answer.error, answer.traceback)
             return failed(f"Decoder error ({answer.error})", spool)
