@@ -61,15 +61,23 @@ class ServerSettings:
     hostname: str = field(default_factory=socket.getfqdn)  # in the greeting and headers
     allowed_clients: tuple[Network, ...] = field(default_factory=_default_networks)
     message_size_limit: int = 50 * 1024 * 1024  # SIZE advertised; larger gets 552 5.3.4
-    idle_timeout: float = 300.0  # seconds a client may stay silent between commands
+    # seconds a client has for one command line, and may stay silent during DATA
+    # (Postfix's smtpd_timeout); a slower client is told 421 and disconnected
+    idle_timeout: float = 300.0
+    # DATA may take idle_timeout plus one second per this many bytes (Postfix's
+    # smtpd_min_data_rate): a client that trickles the message is disconnected
+    min_data_rate: float = 500.0
     max_sessions: int = 100  # concurrent sessions; more are told 421 and retried
+    max_recipients: int = 1000  # per message; more are told 452 (smtpd_recipient_limit)
 
     def __post_init__(self) -> None:
         if not self.listen:
             raise ValueError("listen: at least one listener is needed")
         if self.message_size_limit < 1024:
             raise ValueError("message_size_limit must be at least 1024 bytes")
-        schema.require_positive(self, "idle_timeout", "max_sessions")
+        schema.require_positive(
+            self, "idle_timeout", "min_data_rate", "max_sessions", "max_recipients"
+        )
 
 
 @dataclass(frozen=True)

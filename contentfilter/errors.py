@@ -93,3 +93,11 @@ class NextHopTimeout(RelayError, TimeoutError):
 
 class NextHopRefused(RelayError):
     """The next hop answered a command with 4xx or 5xx."""
+
+
+class SessionClosed(ContentFilterError, ConnectionResetError):
+    """The filter ended an SMTP session (a client too slow or a line too long).
+
+    The client has been sent the reason; a ConnectionResetError because that is what
+    ends a session in aiosmtpd.
+    """

@@ -180,7 +180,10 @@ class NextHop:
     ) -> Delivery:
         if self.settings.xforward and client.supports_extension("xforward"):
             await self._xforward(client, envelope)
-        encoding = "utf-8" if envelope.smtputf8 else "ascii"
+        # UTF-8 addresses without SMTPUTF8 are passed on as they came: Postfix's smtpd
+        # takes them too (smtputf8_enable), and refusing them here would fail the
+        # message on every retry. The server refused what is not UTF-8 at MAIL/RCPT.
+        encoding = "utf-8"
         options = envelope.mail_options()
         if "dsn" not in client.esmtp_extensions:
             options = [o for o in options if not o.startswith(("RET=", "ENVID="))]
@@ -231,7 +234,7 @@ class NextHop:
         if not pairs:
             return
         reply = await client.execute_command(
-            b"XFORWARD", *(p.encode("ascii", "replace") for p in pairs)
+            b"XFORWARD", *(p.encode("utf-8", "replace") for p in pairs)
         )
         if reply.code >= 400:
             log.debug("next hop refused XFORWARD: %s %s", reply.code, reply.message)

@@ -21,6 +21,7 @@ class Code(IntEnum):
     SERVICE_NOT_AVAILABLE = 421
     MAILBOX_UNAVAILABLE_TEMP = 450
     LOCAL_ERROR = 451
+    INSUFFICIENT_STORAGE = 452
     SYNTAX_ERROR = 500
     SYNTAX_ERROR_IN_PARAMETERS = 501
     BAD_SEQUENCE = 503
@@ -202,6 +203,7 @@ AIOSMTPD_REPLIES = {
     "552 Error: Too much mail data": size_exceeded(),
     "552 Error: message size exceeds fixed maximum message size": size_exceeded(),
     "500 Line too long (see RFC5321 4.5.3.1.6)": Reply(Code.SYNTAX_ERROR, "5.5.2", "Line too long"),
+    "500 Command line too long": Reply(Code.SYNTAX_ERROR, "5.5.2", "Line too long"),
     "503 Error: need RCPT command": bad_sequence("Error: need RCPT command"),
     "503 Error: need MAIL command": bad_sequence("Error: need MAIL command"),
     "503 Error: nested MAIL command": bad_sequence("Error: nested MAIL command"),
@@ -216,6 +218,51 @@ def bare_line_ending() -> Reply:
         "5.6.0",
         "Message contains bare CR or LF (possible SMTP smuggling), rejected",
     )
+
+
+# --- the SMTP session: what a client sent that cannot be taken ------------------------
+# Texts follow Postfix's smtpd where it has one, so admins recognise them.
+
+
+def bad_utf8() -> Reply:
+    """A command argument that is not UTF-8 (Postfix with smtputf8_enable=yes)."""
+    return Reply(Code.SYNTAX_ERROR, "5.5.2", "Error: bad UTF-8 syntax")
+
+
+def bad_sender(reason: str) -> Reply:
+    return Reply(Code.SYNTAX_ERROR_IN_PARAMETERS, "5.1.7", f"Bad sender address syntax: {reason}")
+
+
+def bad_recipient(reason: str) -> Reply:
+    return Reply(
+        Code.SYNTAX_ERROR_IN_PARAMETERS, "5.1.3", f"Bad recipient address syntax: {reason}"
+    )
+
+
+def bad_parameter(name: str, reason: str) -> Reply:
+    """An ESMTP parameter of MAIL or RCPT that cannot be passed on (RFC 3461 DSN ones)."""
+    return Reply(Code.SYNTAX_ERROR_IN_PARAMETERS, "5.5.4", f"Bad {name} parameter syntax: {reason}")
+
+
+def bad_xforward(name: str, reason: str) -> Reply:
+    return Reply(Code.SYNTAX_ERROR_IN_PARAMETERS, "5.5.4", f"Bad XFORWARD {name} syntax: {reason}")
+
+
+def too_many_recipients() -> Reply:
+    """Postfix's smtpd_recipient_limit reply: the client sends the rest later."""
+    return Reply(Code.INSUFFICIENT_STORAGE, "4.5.3", "Error: too many recipients")
+
+
+def line_too_long(limit: int) -> Reply:
+    """RFC 5321 section 4.5.3.1.4: a command line is 512 octets, more with extensions."""
+    return Reply(
+        Code.SYNTAX_ERROR, "5.5.2", f"Error: command line longer than {limit} bytes, closing"
+    )
+
+
+def timeout_exceeded(hostname: str) -> Reply:
+    """Postfix's smtpd_timeout reply; the session is closed after it."""
+    return Reply(Code.SERVICE_NOT_AVAILABLE, "4.4.2", f"{hostname} Error: timeout exceeded")
 
 
 MAX_LINE = 512  # RFC 5321 section 4.5.3.1.5: reply line length, CRLF included

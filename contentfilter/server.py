@@ -13,15 +13,17 @@ import itertools
 import logging
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
-from contentfilter import __version__, replies
+from contentfilter import __version__, client_input, replies
 from contentfilter.addresses import Network
-from contentfilter.config import Config, Listener
+from contentfilter.client_input import COMMAND_LINE_LIMIT, READ_PIECE, SessionReader
+from contentfilter.config import Config, Listener, ServerSettings
+from contentfilter.errors import SessionClosed
 from contentfilter.model import Envelope as MessageEnvelope
 from contentfilter.model import Message, Recipient, Reply
 from contentfilter.pipeline import Pipeline
@@ -71,6 +73,20 @@ class SessionCounter:
         self.active -= 1
 
 
+class _CommandSizeLimits(dict[str, int]):
+    """COMMAND_LINE_LIMIT for every command, per session.
+
+    aiosmtpd's own table is one dict shared by all sessions, 512 bytes for RCPT (too
+    little for a DSN ORCPT), and grows for MAIL on every EHLO anyone sends.
+    """
+
+    def __getitem__(self, command: str) -> int:
+        return COMMAND_LINE_LIMIT
+
+    def __setitem__(self, command: str, limit: int) -> None:
+        pass
+
+
 class _FilterProtocol:
     """Our additions, mixed into aiosmtpd's SMTP and LMTP classes."""
 
@@ -79,12 +95,39 @@ class _FilterProtocol:
     transport: Any
     allowed_clients: Sequence[Network]
     sessions: SessionCounter
+    settings: ServerSettings
+    _reader: SessionReader
+    _writer: asyncio.StreamWriter
 
     def __init__(self, *args: Any, data_size_limit: int, **kwargs: Any) -> None:
-        # aiosmtpd sizes its stream buffer by `line_length_limit`; a buffer that holds a
-        # whole message lets smtp_DATA below read it in large pieces instead of lines.
-        self.line_length_limit = data_size_limit + 65536
+        # aiosmtpd sizes its stream buffer by `line_length_limit`: the most a session
+        # buffers besides its message; DATA is read in pieces of this size.
+        self.line_length_limit = READ_PIECE
         super().__init__(*args, data_size_limit=data_size_limit, **kwargs)  # type: ignore[call-arg]
+        self.command_size_limit = COMMAND_LINE_LIMIT
+        self.command_size_limits = _CommandSizeLimits()
+
+    def _cb_client_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        super()._cb_client_connected(reader, writer)  # type: ignore[misc]
+        self._reader = SessionReader(
+            reader,
+            self._refuse,
+            hostname=self.settings.hostname,
+            idle_timeout=self.settings.idle_timeout,
+            min_data_rate=self.settings.min_data_rate,
+        )
+
+    def _refuse(self, reply: Reply) -> None:
+        """The last reply of a session the filter ends (SessionReader raises next)."""
+        self._writer.write(replies.render(reply).encode("utf-8") + b"\r\n")
+
+    def _timeout_cb(self) -> None:
+        """aiosmtpd's timer would also run out while a message is being scanned.
+
+        The client's time is bounded where we wait for it, in SessionReader.
+        """
 
     def _create_envelope(self) -> FilterEnvelope:
         return FilterEnvelope()
@@ -106,8 +149,15 @@ class _FilterProtocol:
             return
         try:
             await super()._handle_client()  # type: ignore[misc]
+        except SessionClosed as closed:
+            log.warning("closed session with %s: %s", host, closed)
+        except ConnectionResetError:
+            log.info("%s closed the session", host)
         finally:
             self.sessions.leave()
+
+    async def _refused(self, reply: Reply) -> None:
+        await self.push(replies.render(reply))
 
     async def smtp_XFORWARD(self, arg: str | None) -> None:
         """Postfix's XFORWARD: NAME, ADDR, PORT, PROTO, HELO, IDENT, SOURCE."""
@@ -124,6 +174,11 @@ class _FilterProtocol:
                     replies.render(replies.syntax_error(f"Bad XFORWARD attribute name: {name}"))
                 )
                 return
+            problem = client_input.xforward_problem(name.upper(), value)
+            if problem:
+                refusal = replies.bad_utf8() if problem == "bad UTF-8" else None
+                await self._refused(refusal or replies.bad_xforward(name.upper(), problem))
+                return
             attributes[name.upper()] = value
         self.envelope.xforward.update(attributes)
         await self.push(replies.render(replies.ok()))
@@ -139,7 +194,9 @@ class _FilterProtocol:
             await self.push(replies.render(replies.syntax_error("Syntax: DATA")))
             return
         await self.push(replies.render(replies.start_data()))
+        self._reader.start_data()
         content = await read_data(self._reader, self.data_size_limit)  # type: ignore[attr-defined]
+        self._reader.end_data()
         if content is None:
             await self.push(replies.render(replies.size_exceeded()))
             self._set_post_data_state()  # type: ignore[attr-defined]
@@ -151,6 +208,10 @@ class _FilterProtocol:
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         remaining, dsn = _take_parameters(arg, DSN_MAIL_PARAMETERS)
+        refusal = _argument_refusal(arg, remaining, dsn, replies.bad_sender)
+        if refusal:
+            await self._refused(refusal)
+            return
         had_sender = bool(self.envelope.mail_from)
         await super().smtp_MAIL(remaining)  # type: ignore[misc]
         if self.envelope.mail_from and not had_sender:
@@ -158,6 +219,12 @@ class _FilterProtocol:
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         remaining, dsn = _take_parameters(arg, DSN_RCPT_PARAMETERS)
+        refusal = _argument_refusal(arg, remaining, dsn, replies.bad_recipient)
+        if self.envelope.mail_from and len(self.envelope.rcpt_tos) >= self.settings.max_recipients:
+            refusal = replies.too_many_recipients()
+        if refusal:
+            await self._refused(refusal)
+            return
         before = len(self.envelope.rcpt_tos)
         await super().smtp_RCPT(remaining)  # type: ignore[misc]
         if len(self.envelope.rcpt_tos) > before:
@@ -167,7 +234,28 @@ class _FilterProtocol:
             )
 
 
-async def read_data(reader: asyncio.StreamReader, limit: int | None) -> bytes | None:
+def _argument_refusal(
+    arg: str | None,
+    remaining: str | None,
+    dsn: dict[str, str],
+    bad_address: Callable[[str], Reply],
+) -> Reply | None:
+    """The reply refusing a MAIL or RCPT argument the next hop could not be given."""
+    if client_input.argument_problem(arg or "") == "bad UTF-8":
+        return replies.bad_utf8()
+    problem = client_input.argument_problem(remaining or "")
+    if problem:
+        return bad_address(problem)
+    for name, value in dsn.items():
+        problem = client_input.parameter_problem(value)
+        if problem:
+            return replies.bad_parameter(name, problem)
+    return None
+
+
+async def read_data(
+    reader: asyncio.StreamReader | SessionReader, limit: int | None
+) -> bytes | None:
     """The message after DATA, dot-unstuffed; None if it was larger than `limit`.
 
     The end is a line holding only "." (RFC 5321 section 4.1.1.4): ".\r\n" right at the
@@ -376,6 +464,7 @@ class Server:
             command_call_limit=None,
         )
         protocol.allowed_clients = settings.allowed_clients
+        protocol.settings = settings
         protocol.sessions = self.sessions
         return protocol
 
