@@ -65,6 +65,10 @@ class DecodeError(ContentFilterError):
     """A part of the message could not be decoded (the message becomes UNCHECKED)."""
 
 
+class DecoderUnavailable(ContentFilterError):
+    """No decoder worker process could be started: the message is tempfailed."""
+
+
 class RelayError(ContentFilterError):
     """The next hop did not take the message.
 

@@ -7,6 +7,7 @@ socket to the filter: a job (`Job`, then the raw message) in, a
 
 from __future__ import annotations
 
+import logging
 import math
 import signal
 import sys
@@ -14,7 +15,7 @@ import traceback
 from multiprocessing.connection import Connection
 
 from contentfilter.decode import decode, walker
-from contentfilter.decode.workers import Failure, Job, fault_injection
+from contentfilter.decode.workers import READY, Failure, Job, fault_injection
 from contentfilter.model import DecodedMessage
 
 
@@ -24,7 +25,14 @@ def serve(connection: Connection) -> None:
     # stops the control group) must not cut short the messages it is still finishing.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # libarchive-c logs a warning for every damaged member; the decoder reports it
+    # as a problem of the message, and the worker's stderr is the filter's log
+    logging.getLogger("libarchive").setLevel(logging.ERROR)
     walker.fault = fault_injection()
+    try:
+        connection.send(READY)
+    except OSError:
+        return
     while True:
         try:
             job: Job = connection.recv()

@@ -36,7 +36,7 @@ from multiprocessing.connection import Connection
 
 from contentfilter.decode.spool import Spool
 from contentfilter.decoder_settings import DecoderLimits
-from contentfilter.errors import DISK_FULL
+from contentfilter.errors import DISK_FULL, DecoderUnavailable
 from contentfilter.model import DecodedMessage, Part
 
 log = logging.getLogger("contentfilter.decode")
@@ -44,6 +44,10 @@ log = logging.getLogger("contentfilter.decode")
 # Fault injection for tests, read only inside workers: "segfault:MARK" or "hang:MARK"
 # makes a worker crash or hang when it comes to a part whose bytes contain MARK.
 FAULT_VARIABLE = "CONTENTFILTER_DECODER_FAULT"
+
+
+START_TIMEOUT = 60.0  # seconds a new worker may take to import the decoder
+READY = "ready"  # a new worker's first words
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,16 +75,30 @@ class _Worker:
         ours, theirs = socket.socketpair()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "contentfilter.decode.worker_main", str(theirs.fileno())],
+                [
+                    sys.executable,
+                    "-P",
+                    "-m",
+                    "contentfilter.decode.worker_main",
+                    str(theirs.fileno()),
+                ],
                 stdin=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),
             )
-        except BaseException:
+        except OSError as error:
             ours.close()
-            raise
+            raise DecoderUnavailable(f"decoder process could not start: {error}") from error
         finally:
             theirs.close()
         self.connection = Connection(ours.detach())
+        # its start-up (imports) must not count against the first message's time limit
+        try:
+            ready = self.connection.poll(START_TIMEOUT) and self.connection.recv() == READY
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.stop()
+            raise DecoderUnavailable(f"decoder process did not start ({self.gone()})")
 
     def exchange(self, raw: bytes, job: Job, timeout: float) -> DecodedMessage | Failure | str:
         """The worker's answer, or why there is none ("crashed (signal 11)")."""

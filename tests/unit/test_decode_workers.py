@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from contentfilter.decode.workers import FAULT_VARIABLE, DecoderPool
 from contentfilter.model import ExtractedFile, FailureAction, Message, ScanResult
 from contentfilter.pipeline import Pipeline
 from tests.support import mimegen as g
-from tests.unit.test_pipeline import FakeNextHop, FakeScanner, message
+from tests.unit.test_pipeline import FakeNextHop, FakeScanner, message, smtp_reply
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 MARK = "HALT-THE-DECODER-HERE"
@@ -156,4 +157,23 @@ async def test_spool_is_removed_when_the_scan_is_cancelled(tmp_path: Path) -> No
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_decoder_process_that_cannot_start_tempfails_the_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    workers = DecoderPool(LIMITS)
+    try:
+        scanner = FakeScanner("banned", needs_parts=True)
+        outcome = await pipeline_with(scanner, workers, tmp_path).handle(
+            message(raw=zipped_eicar())
+        )
+    finally:
+        await asyncio.to_thread(workers.close)
+    reply = smtp_reply(outcome)
+    assert (reply.code, reply.status) == (451, "4.5.0")
+    assert "decoder process did not start (exited (status 1))" in reply.text
+    assert outcome.queued_as == ()
     assert list(tmp_path.iterdir()) == []
