@@ -17,6 +17,7 @@ from tests.support import evasions
 from tests.support import mimegen as g
 from tests.support.client import send
 from tests.support.daemons import Clamd, FilterFactory
+from tests.support.messages import EICAR
 from tests.support.sink import CaptureSink
 
 MiB = 1024 * 1024
@@ -78,3 +79,20 @@ def test_a_27_mb_message_is_scanned_not_unchecked(
     infected = big_mail(pdf[: 10 * MiB] + evasions.EICAR + pdf[10 * MiB :])
     replies = send(process.address, infected, SENDER, [RECIPIENT])
     assert "INFECTED: Eicar-Test-Signature" in replies.data, replies.data
+
+
+def test_what_the_decoder_could_not_open_gets_clamds_own_recursion_budget(
+    filter_factory: FilterFactory, sink: CaptureSink, clamd: Clamd
+) -> None:
+    """EICAR 35 zips deep: past clamd's MaxRecursion (30) in the raw message; the decoder
+    stops at its depth limit (14) and hands clamd the zip it did not open."""
+    data, name = EICAR, "eicar.com"
+    for level in range(35):
+        data, name = g.zip_archive({name: data}), f"level{level}.zip"
+    raw = g.with_attachments(g.attachment(data, name, "application/zip"))
+    assert raw_verdict_is_clean(clamd, raw)
+    process = filter_factory(clamd=clamd.address, config_text="scanners:\n  banned: off\n")
+    replies = send(process.address, raw, SENDER, [RECIPIENT])
+    assert replies.data.startswith("250 2.7.0 Ok, discarded"), replies.data
+    assert "INFECTED: Eicar-Test-Signature" in replies.data
+    assert sink.messages == []
