@@ -61,10 +61,6 @@ class ScannerProtocolError(ScannerError):
     """The scanner answered something we cannot take for a verdict."""
 
 
-class DecodeError(ContentFilterError):
-    """A part of the message could not be decoded (the message becomes UNCHECKED)."""
-
-
 class DecoderUnavailable(ContentFilterError):
     """No decoder worker process could be started: the message is tempfailed."""
 

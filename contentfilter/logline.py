@@ -3,7 +3,7 @@
 Mailgraph, pflogsumm-style scripts and admins' greps read this line, so it follows
 amavisd-new 2.13's `$log_short_templ` field by field:
 
-    (12345-01) Passed CLEAN {RelayedInbound}, [127.0.0.1]:44556 [1.2.3.4] <a@x> -> <b@y>,
+    (12345-01) Passed CLEAN {RelayedInbound}, [203.0.113.5]:44556 <a@x> -> <b@y>,
     Queue-ID: ABC, Message-ID: <m@x>, mail_id: xyz, Hits: -, size: 1234, queued_as: DEF, 345 ms
 
 (one line; wrapped here). Mailgraph only counts lines logged under the syslog
@@ -36,7 +36,6 @@ def summary_line(
     details: Sequence[str],
     actions: Sequence[str],
     client: str,
-    original_client: str | None,
     sender: str,
     recipients: Sequence[str],
     queue_id: str | None,
@@ -63,7 +62,7 @@ def summary_line(
     fields = [
         f"({log_id}) {'Passed' if passed else 'Blocked'} "
         f"{category_text(category, details, minor)} {{{','.join(actions)}}}",
-        _route(client, original_client, sender, recipients),
+        _route(client, sender, recipients),
     ]
     fields += [f"quarantine: {', '.join(quarantine)}"] if quarantine else []
     fields += [f"Queue-ID: {queue_id}"] if queue_id else []
@@ -99,7 +98,6 @@ def outcome_line(outcome: Outcome) -> str:
         details=details,
         actions=action_words(dispositions),
         client=client,
-        original_client=None,
         sender=envelope.mail_from,
         recipients=[r.address for r in envelope.recipients],
         queue_id=envelope.xforward_value("IDENT") or queue_id_from_headers(message.header_bytes),
@@ -150,11 +148,10 @@ def category_text(category: ContentsCategory, details: Sequence[str], minor: int
     return category.log_name
 
 
-def _route(client: str, original_client: str | None, sender: str, recipients: Sequence[str]) -> str:
-    # amavisd-new: ",[ %p][ [:client_addr_port]][ [%e]] %s -> %D" (the "," joins fields)
+def _route(client: str, sender: str, recipients: Sequence[str]) -> str:
+    # amavisd-new: ",[ %p][ [:client_addr_port]][ [%e]] %s -> %D" (the "," joins fields);
+    # `client` is already the original client (XFORWARD ADDR), so no [%e] follows it
     parts = [client] if client else []
-    if original_client:
-        parts.append(f"[{original_client.strip('[]')}]")
     parts += [smtp_path(sender), "->", ",".join(smtp_path(rcpt) for rcpt in recipients)]
     return " ".join(parts)
 

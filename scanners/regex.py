@@ -139,7 +139,7 @@ class RegexScanner:
         self.settings = settings
         self.rules = tuple((rule, rule.compile()) for rule in settings.rules)
 
-    def cache_key(self, message: Message) -> None:
+    def cache_key(self, message: Message) -> str | None:
         """Not cached: header and body rules: cheaper to run than to look up."""
         return None
 

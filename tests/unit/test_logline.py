@@ -43,7 +43,6 @@ def line(
     arguments: dict[str, object] = {
         "log_id": "12345-01",
         "client": "[127.0.0.1]:44556",
-        "original_client": "[1.2.3.4]",
         "sender": "a@x",
         "recipients": ["b@y"],
         "queue_id": "ABC",
@@ -65,7 +64,7 @@ def line(
 
 
 TAIL = "Queue-ID: ABC, Message-ID: <m@x>, mail_id: xyz"
-ROUTE = "[127.0.0.1]:44556 [1.2.3.4] <a@x> -> <b@y>"
+ROUTE = "[127.0.0.1]:44556 <a@x> -> <b@y>"
 
 
 @pytest.mark.parametrize(
@@ -140,7 +139,6 @@ def test_summary_line_golden(text: str, golden: str, event: str | None) -> None:
 def test_optional_fields_are_left_out() -> None:
     text = line(
         client="",
-        original_client=None,
         sender="",
         recipients=["b@y", "c@z"],
         queue_id=None,

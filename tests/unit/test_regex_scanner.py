@@ -8,15 +8,10 @@ import pytest
 
 from contentfilter import config
 from contentfilter.errors import ConfigError
+from contentfilter.headers import decode_encoded_words
 from contentfilter.model import ContentsCategory, Envelope, Message, Recipient
 from scanners import load_settings
-from scanners.regex import (
-    RegexRule,
-    RegexScanner,
-    RegexSettings,
-    decode_encoded_words,
-    header_fields,
-)
+from scanners.regex import RegexRule, RegexScanner, RegexSettings, header_fields
 
 ENVELOPE = Envelope("alice@sender.example", (Recipient("bob@recipient.example"),))
 
