@@ -71,7 +71,7 @@ def test_a_27_mb_message_is_scanned_not_unchecked(
     [arrived] = sink.wait_for(1)
     assert b"***UNCHECKED***" not in arrived.data and b"X-Amavis-Alert" not in arrived.data
     # the same with EICAR in the middle of the big attachment
-    infected = big_mail(pdf[: 10 * MiB] + evasions.EICAR + pdf[10 * MiB :])
+    infected = big_mail(pdf[: 10 * MiB] + EICAR + pdf[10 * MiB :])
     replies = send(process.address, infected, SENDER, [RECIPIENT])
     assert "INFECTED: Eicar-Test-Signature" in replies.data, replies.data
 
