@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email.utils
 import logging
 import os
 import secrets
@@ -60,7 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     scan = commands.add_parser("scan", help="run the pipeline offline on one message")
     _common_options(scan)
     scan.add_argument("file", type=Path, help="the message (.eml)")
-    scan.add_argument("--from", dest="sender", default="sender@example.com")
+    scan.add_argument(
+        "--from",
+        dest="sender",
+        help="envelope sender (default: the address in the message's From, else <>)",
+    )
     scan.add_argument("--to", dest="recipients", action="append")
     scan.set_defaults(command_function=command_scan, listen=None, next_hop=None)
     return parser
@@ -221,11 +226,35 @@ def command_scan(config: Config, arguments: argparse.Namespace) -> int:
         return 2
     raw = _crlf(raw)
     recipients = tuple(Recipient(a) for a in (arguments.recipients or ["recipient@example.com"]))
-    envelope = Envelope(arguments.sender, recipients, client_address="127.0.0.1")
+    sender = arguments.sender if arguments.sender is not None else _from_address(raw)
+    envelope = Envelope(sender, recipients, client_address="127.0.0.1")
     message = Message("scan-01", secrets.token_urlsafe(9), envelope, raw)
     for line in asyncio.run(_scan(config, message)):
         print(line)
     return 0
+
+
+def _from_address(raw: bytes) -> str:
+    """The one address of the From field, as the default envelope sender of `scan`.
+
+    A made-up sender would add SpamAssassin's HEADER_FROM_DIFFERENT_DOMAINS to every
+    score; without a single plain address in From the sender is null (<>).
+    """
+    fields, _ = headers.header_fields(raw)
+    values = [
+        raw[field.start : field.end].split(b":", 1)[1].decode("utf-8", "replace")
+        for field in fields
+        if field.name.lower() == b"from"
+    ]
+    if len(values) != 1:
+        return ""
+    addresses = email.utils.getaddresses([" ".join(values[0].split())])
+    if len(addresses) != 1:
+        return ""
+    address = addresses[0][1]
+    if address.count("@") != 1 or not address.isprintable() or " " in address:
+        return ""
+    return address
 
 
 def _crlf(raw: bytes) -> bytes:
@@ -280,10 +309,13 @@ def _result_lines(results: Sequence[Any]) -> list[str]:
         for finding in result.findings:
             lines.append(f"  finding: {finding.category.log_name}: {finding.detail}")
         if result.spam is not None:
-            tests = ", ".join(f"{name}={score:g}" for name, score in result.spam.tests)
+            tests = ", ".join(
+                f"{name}={headers.perl_number(score)}" for name, score in result.spam.tests
+            )
             lines.append(
-                f"  spam: score={result.spam.score:g} required={result.spam.required:g}"
-                f" tests=[{tests}]"
+                f"  spam: score={headers.format_score(result.spam.score)} tests=[{tests}]"
+                f" (spamd's own required={headers.perl_number(result.spam.required)} is not"
+                " used: the policy's tag levels below decide)"
             )
     return lines
 

@@ -159,12 +159,14 @@ def _route(client: str, sender: str, recipients: Sequence[str]) -> str:
 def log_score(hits: float | None) -> str:
     """amavisd-new's [:SCORE] macro: `-` when there was no spam check, else `%.3f` trimmed.
 
-    Unlike the X-Spam-Score header this keeps a `-0` for tiny negative scores, as
-    amavisd-new's regex trim does.
+    A score that rounds to zero is `0`, never `-0`: spamd reports one decimal, so a
+    `-0.0` from it says nothing about the sign.
     """
     if hits is None:
         return "-"
     text = f"{hits:.3f}"
+    if float(text) == 0:
+        return "0"
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
