@@ -7,8 +7,10 @@ socket to the filter: a job (`Job`, then the raw message) in, a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import resource
 import signal
 import sys
 import traceback
@@ -17,6 +19,10 @@ from multiprocessing.connection import Connection
 from contentfilter.decode import decode, walker
 from contentfilter.decode.workers import READY, Failure, Job, fault_injection
 from contentfilter.model import DecodedMessage
+
+# a worker's whole address space: the decoder's quota (500 MiB at most) plus the
+# message, its copies and the libraries, with room to spare
+ADDRESS_SPACE = 4 * 1024**3
 
 
 def serve(connection: Connection) -> None:
@@ -28,6 +34,7 @@ def serve(connection: Connection) -> None:
     # libarchive-c logs a warning for every damaged member; the decoder reports it
     # as a problem of the message, and the worker's stderr is the filter's log
     logging.getLogger("libarchive").setLevel(logging.ERROR)
+    _bound_memory()
     walker.fault = fault_injection()
     try:
         connection.send(READY)
@@ -47,6 +54,20 @@ def serve(connection: Connection) -> None:
             connection.send(answer)
         except OSError:
             return
+
+
+def _bound_memory() -> None:
+    """Let memory run out here rather than in the filter.
+
+    The kernel's OOM killer picks this process first, and past ADDRESS_SPACE an
+    allocation fails (a C library reports a damaged archive, Python a MemoryError:
+    the message is UNCHECKED) instead of taking memory the machine does not have.
+    """
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as adjust:
+        adjust.write("1000")
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = ADDRESS_SPACE if hard == resource.RLIM_INFINITY else min(ADDRESS_SPACE, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def _decode(raw: bytes, job: Job) -> DecodedMessage | Failure:

@@ -177,3 +177,13 @@ async def test_a_decoder_process_that_cannot_start_tempfails_the_message(
     assert "decoder process did not start (exited (status 1))" in reply.text
     assert outcome.queued_as == ()
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_memory_runs_out_in_the_worker_not_in_the_filter(pool: DecoderPool) -> None:
+    await pool.start()
+    (worker,) = pool._workers
+    pid = worker.process.pid
+    assert Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == "1000"
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    address_space = next(line for line in limits.splitlines() if "address space" in line)
+    assert address_space.split()[3] == str(4 * 1024**3)
