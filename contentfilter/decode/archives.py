@@ -151,7 +151,10 @@ def _over_limit(
 
 
 def _entry_name(entry: libarchive.entry.ArchiveEntry) -> str:
-    name = entry.pathname
+    try:
+        name = entry.pathname
+    except ValueError:  # a wide character beyond U+10FFFF: the name's bytes instead
+        name = ffi.entry_pathname(entry._entry_p)
     if isinstance(name, bytes):  # not valid in the archive's or our character set
         return name.decode("utf-8", "replace")
     return str(name or "")
