@@ -33,6 +33,7 @@ from contentfilter.model import (
 )
 from contentfilter.pipeline import Pipeline
 from contentfilter.relay import Delivery
+from contentfilter.rfc5322 import read_message
 
 
 class SlowScanner:
@@ -75,7 +76,7 @@ async def measure(delay: float, count: int) -> tuple[float, float]:
     scanners: list[Scanner] = [SlowScanner(f"slow{n}", delay) for n in range(count)]
     pipeline = Pipeline(config.from_mapping({"scanners": {}}), scanners, NoNextHop())
     envelope = Envelope("alice@sender.example", (Recipient("bob@recipient.example"),))
-    message = Message("1-01", "bench", envelope, b"Subject: x\r\n\r\nhello\r\n")
+    message = read_message("1-01", "bench", envelope, b"Subject: x\r\n\r\nhello\r\n")
 
     started = time.perf_counter()
     results = await pipeline.scan(message)

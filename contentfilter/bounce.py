@@ -17,18 +17,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from email.utils import format_datetime
 
-from contentfilter.headers import (
-    CRLF,
-    decoded_text,
-    field_value,
-    fold,
-    format_score,
-    header_fields,
-    header_line,
-    header_section_end,
-)
+from contentfilter.headers import CRLF, fold, format_score, header_line
 from contentfilter.logline import message_id, smtp_path
 from contentfilter.model import ContentsCategory
+from contentfilter.rfc5322 import (
+    decoded_text,
+    field_value,
+    header_fields,
+    header_section_end,
+    parse_header,
+)
 
 FailedRecipient = tuple[str, str | None, int, str, str]
 """(recipient address, ORCPT or None, SMTP code, enhanced status, diagnostic text)."""
@@ -245,11 +243,9 @@ def _identity(headers: bytes, sender: str) -> list[tuple[str, str]]:
     pairs = [("Return-Path", smtp_path(sender))]
     msg_id = message_id(headers)
     pairs += [("Message-ID", msg_id)] if msg_id else []
-    fields, _ = header_fields(headers)
-    for field in fields:
-        if field.name.lower() == b"subject":
-            pairs.append(("Subject", decoded_text(field_value(headers, field))[:100]))
-            break
+    subject = next(parse_header(headers).named(b"subject"), None)
+    if subject is not None:
+        pairs.append(("Subject", decoded_text(field_value(headers, subject))[:100]))
     return [(name, _clean(value)) for name, value in pairs]
 
 

@@ -11,14 +11,16 @@ import secrets
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import scanners
 from contentfilter import config as config_module
-from contentfilter import headers, replies
+from contentfilter import headers, replies, rfc5322
 from contentfilter.cache import ResultCache
 from contentfilter.config import Config
+from contentfilter.decode.spool import Spool
 from contentfilter.decode.workers import DecoderPool
 from contentfilter.errors import ConfigError
 from contentfilter.model import Destiny, Envelope, Message, Recipient
@@ -228,7 +230,7 @@ def command_scan(config: Config, arguments: argparse.Namespace) -> int:
     recipients = tuple(Recipient(a) for a in (arguments.recipients or ["recipient@example.com"]))
     sender = arguments.sender if arguments.sender is not None else _from_address(raw)
     envelope = Envelope(sender, recipients, client_address="127.0.0.1")
-    message = Message("scan-01", secrets.token_urlsafe(9), envelope, raw)
+    message = rfc5322.read_message("scan-01", secrets.token_urlsafe(9), envelope, raw)
     for line in asyncio.run(_scan(config, message)):
         print(line)
     return 0
@@ -240,11 +242,9 @@ def _from_address(raw: bytes) -> str:
     A made-up sender would add SpamAssassin's HEADER_FROM_DIFFERENT_DOMAINS to every
     score; without a single plain address in From the sender is null (<>).
     """
-    fields, _ = headers.header_fields(raw)
     values = [
         raw[field.start : field.end].split(b":", 1)[1].decode("utf-8", "replace")
-        for field in fields
-        if field.name.lower() == b"from"
+        for field in rfc5322.parse_header(raw).named(b"from")
     ]
     if len(values) != 1:
         return ""
@@ -267,17 +267,20 @@ async def _scan(config: Config, message: Message) -> list[str]:
 
     pipeline = build_pipeline(config, _DryRun())
     lines = [f"message: {message.size} bytes, sender <{message.envelope.mail_from}>"]
-    decoded = await pipeline.decode(message)
-    lines.append("parts:")
-    lines.extend("  " + line for line in mime.format_tree(decoded))
-    lines.extend(f"  problem: {problem}" for problem in decoded.problems)
-    lines.extend(_banned_lines(config, decoded))
+    spool = Spool(config.decoder.temp_directory)  # what clamd is to see of the parts
     try:
+        decoded = await pipeline.decode(message, spool)
+        message = replace(message, parts=decoded)  # decoded once: the scanners reuse it
+        lines.append("parts:")
+        lines.extend("  " + line for line in mime.format_tree(decoded))
+        lines.extend(f"  problem: {problem}" for problem in decoded.problems)
+        lines.extend(_banned_lines(config, decoded))
         results = await pipeline.scan(message)
     except Exception as error:
         lines.append(f"reply: {replies.render(replies.failure(message.log_id, error))}")
         return lines
     finally:
+        spool.remove()
         await close_pipeline(pipeline)
     lines.extend(_result_lines(results))
     bank = policy.choose_bank(message.envelope, config.server.listen, config.policy_banks)
@@ -345,11 +348,8 @@ def _verdict_lines(message: Message, verdict: Any) -> list[str]:
 
 def _subject_field(raw: bytes) -> str | None:
     """The Subject field of a message as it stands, continuation lines included."""
-    fields, _ = headers.header_fields(raw)
-    for field in fields:
-        if field.name.lower() == b"subject":
-            return raw[field.start : field.end].decode("utf-8", "replace")
-    return None
+    field = next(rfc5322.parse_header(raw).named(b"subject"), None)
+    return None if field is None else raw[field.start : field.end].decode("utf-8", "replace")
 
 
 if __name__ == "__main__":

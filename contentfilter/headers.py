@@ -13,26 +13,20 @@ survive.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from email.errors import HeaderParseError, MessageError
-from email.header import decode_header, make_header
+from collections.abc import Sequence
 from itertools import pairwise
 
-from contentfilter.model import ContentsCategory
+from contentfilter.model import ContentsCategory, HeaderSection
+from contentfilter.rfc5322 import decoded_text, parse_header, unfold
 
 CRLF = b"\r\n"
 LINE_LIMIT = 78  # RFC 5322 section 2.1.1: lines SHOULD be no longer than 78 characters
 SPAM_LEVEL_CAP = 64  # amavisd-new caps the X-Spam-Level bar at 64 characters
 SPAM_LEVEL_CHAR = "*"  # amavisd-new's $sa_spam_level_char
 
-# RFC 5322 section 3.6.8: a field name is printable US-ASCII except ":"; section 4.5.3
-# (obsolete syntax) allows whitespace between the name and the colon.
-_FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _VALID_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 # RFC 2047 section 2: encoded-word = "=?" charset "?" encoding "?" encoded-text "?="
 _ENCODED_WORD = re.compile(rb"=\?[^?\s]+\?[QqBb]\?[^?\s]*\?=")
-_FOLD = re.compile(rb"\r?\n(?=[ \t])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 # RFC 2047 section 5 (3): characters that may stay literal in a "Q" encoded-word
@@ -334,85 +328,15 @@ def _join_folded(lines: Sequence[str]) -> bytes:
     return CRLF.join(line.encode("utf-8") for line in lines) + CRLF
 
 
-# --- reading the header section -------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderField:
-    """One field of a raw header section: its name and byte span, continuation included.
-
-    A section that starts with whitespace has a first "field" without a name (b""):
-    those lines continue nothing (RFC 5322 section 2.2.3), but they are part of the
-    header section and stay one unit, so nothing we add can change its meaning.
-    """
-
-    name: bytes
-    start: int
-    end: int
-
-
-def header_fields(raw: bytes) -> tuple[tuple[HeaderField, ...], int]:
-    """The fields of the header section and the offset just after the last of them.
-
-    The section ends at the first empty line (RFC 5322 section 2.1), or at the first
-    line that is neither a field nor a continuation: Postfix's cleanup takes such a
-    line as the start of the body. Lines may end in CRLF or a bare LF.
-    """
-    fields: list[HeaderField] = []
-    name, start, position = b"", -1, 0
-    for line_start, line_end in _lines(raw):
-        line = raw[line_start:line_end]
-        if line in (b"\r\n", b"\n"):
-            break
-        if line[:1] in (b" ", b"\t"):
-            if start < 0:  # the section starts with whitespace: a nameless field
-                start = line_start
-            position = line_end  # RFC 5322 section 2.2.3: a continuation line
-            continue
-        match = _FIELD_NAME.match(line)
-        if not match:
-            break
-        if start >= 0:
-            fields.append(HeaderField(name, start, line_start))
-        name, start, position = match.group(1), line_start, line_end
-    if start >= 0:
-        fields.append(HeaderField(name, start, position))
-    return tuple(fields), position
-
-
-def header_section_end(raw: bytes) -> int:
-    """Offset of the first body byte: after the empty separator line, if there is one.
-
-    Handles a message that starts with the empty line (no header fields) and one that
-    has no empty line at all (no body): then it is the end of the header fields.
-    """
-    _, end = header_fields(raw)
-    for separator in (b"\r\n", b"\n"):
-        if raw.startswith(separator, end):
-            return end + len(separator)
-    return end
-
-
-def _lines(raw: bytes) -> Iterator[tuple[int, int]]:
-    position = 0
-    while position < len(raw):
-        newline = raw.find(b"\n", position)
-        end = len(raw) if newline < 0 else newline + 1
-        yield position, end
-        position = end
-
-
-def field_value(raw: bytes, field: HeaderField) -> bytes:
-    """The unfolded value of a field, without the name, colon and surrounding whitespace."""
-    text = raw[field.start : field.end]
-    return _FOLD.sub(b"", text[text.index(b":") + 1 :]).strip(b" \t\r\n")
-
-
 # --- editing a message ----------------------------------------------------------------
 
 
 def apply_edits(
-    raw: bytes, header_lines: Sequence[bytes], subject_tag: str, remove_spam_headers: bool
+    raw: bytes,
+    header_lines: Sequence[bytes],
+    subject_tag: str,
+    remove_spam_headers: bool,
+    section: HeaderSection | None = None,
 ) -> bytes:
     """The message with `header_lines` added and the Subject tagged.
 
@@ -422,12 +346,13 @@ def apply_edits(
     then a line put above would continue our last field, so ours go below the last
     field instead. With `remove_spam_headers`, the X-Spam-* fields this filter
     writes (`OWN_SPAM_FIELDS`) already in the header section go. Every other byte,
-    the body above all, is kept as it was.
+    the body above all, is kept as it was. `section` is `raw`'s, when already parsed.
     """
     for line in header_lines:
         if not line.endswith(CRLF):
             raise ValueError(f"a header line must end in CRLF: {line!r}")
-    fields, fields_end = header_fields(raw)
+    section = section or parse_header(raw)
+    fields, fields_end = section.fields, section.fields_end
     tag = _sanitize(subject_tag) if subject_tag.strip(" \t") else ""
     added = list(header_lines)
     if tag and not any(field.name.lower() == b"subject" for field in fields):
@@ -460,7 +385,7 @@ def tag_subject(field: bytes, tag: str) -> bytes:
     insert_at = colon
     while insert_at < len(field) and field[insert_at] in b" \t":
         insert_at += 1
-    value = _FOLD.sub(b"", field[colon:]).strip(b" \t\r\n")
+    value = unfold(field[colon:]).strip(b" \t\r\n")
     if _starts_with_tag(value, tag):
         return field
     first_line = field[insert_at:].split(b"\n", 1)[0].rstrip(b"\r")
@@ -495,41 +420,3 @@ def _starts_with_tag(value: bytes, tag: str) -> bool:
     core = tag.rstrip(" \t")
     subject = decoded_text(value)
     return subject == core or subject.startswith(tag)
-
-
-def text_of(raw: bytes) -> str:
-    """Raw 8-bit header bytes: UTF-8 where they are (RFC 6532), else Latin-1."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-def decode_encoded_words(value: str) -> str:
-    """`=?charset?B|Q?...?=` words decoded (RFC 2047); malformed words are kept as written."""
-    if "=?" not in value:
-        return value
-    try:
-        parts = decode_header(value)
-    except (HeaderParseError, ValueError):
-        return value
-    decoded = []
-    for chunk, charset in parts:
-        if isinstance(chunk, str):
-            decoded.append(chunk)
-            continue
-        try:  # decode_header hands back unencoded text as raw-unicode-escape bytes
-            decoded.append(chunk.decode(charset or "raw-unicode-escape", errors="replace"))
-        except LookupError:  # unknown charset
-            decoded.append(chunk.decode("latin-1"))
-    return "".join(decoded)
-
-
-def decoded_text(value: bytes) -> str:
-    """An unfolded header value decoded to text (RFC 2047 words and raw UTF-8 alike)."""
-    text = value.decode("utf-8", errors="replace")
-    try:
-        return str(make_header(decode_header(text)))
-    except (MessageError, LookupError, UnicodeError, ValueError):
-        # CharsetError for a charset name like "iso-8859-\xe9", and its relatives
-        return decode_encoded_words(text)

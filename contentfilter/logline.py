@@ -15,8 +15,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from contentfilter.headers import field_value, header_fields
-from contentfilter.model import Action, ContentsCategory, Destiny, Disposition, Outcome
+from contentfilter.model import (
+    Action,
+    ContentsCategory,
+    Destiny,
+    Disposition,
+    HeaderSection,
+    Outcome,
+)
+from contentfilter.rfc5322 import field_value, parse_header
 
 # RFC 5321 section 4.1.2: Atom / Dot-string; RFC 6531 section 3.3 adds UTF-8 to atext
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
@@ -100,8 +107,9 @@ def outcome_line(outcome: Outcome) -> str:
         client=client,
         sender=envelope.mail_from,
         recipients=[r.address for r in envelope.recipients],
-        queue_id=envelope.xforward_value("IDENT") or queue_id_from_headers(message.header_bytes),
-        message_id=message_id(message.header_bytes),
+        queue_id=envelope.xforward_value("IDENT")
+        or queue_id_from_headers(message.raw, message.header),
+        message_id=message_id(message.raw, message.header),
         mail_id=message.mail_id,
         hits=spam.score if spam else None,
         size=message.size,
@@ -191,36 +199,36 @@ def sanitize(text: str) -> str:
     )
 
 
-def queue_id_from_headers(header_bytes: bytes) -> str | None:
+def queue_id_from_headers(raw: bytes, section: HeaderSection | None = None) -> str | None:
     """Postfix's queue id from the top Received field (`... with ESMTP id 4Xyz12AbC ...`).
 
     Comments are removed first so an `id` inside parentheses is not taken. Prefer
     XFORWARD IDENT when Postfix sent it: that is where amavisd-new takes %Q from.
+    `section` is `raw`'s header section when already parsed.
     """
-    fields, _ = header_fields(header_bytes)
-    for field in fields:
-        if field.name.lower() == b"received":
-            text = _COMMENT.sub(b" ", field_value(header_bytes, field))
-            match = _RECEIVED_ID.search(text.split(b";", 1)[0])
-            return match.group(1).decode("ascii") if match else None
-    return None
+    field = next((section or parse_header(raw)).named(b"received"), None)
+    if field is None:
+        return None
+    text = _COMMENT.sub(b" ", field_value(raw, field))
+    match = _RECEIVED_ID.search(text.split(b";", 1)[0])
+    return match.group(1).decode("ascii") if match else None
 
 
-def message_id(header_bytes: bytes) -> str | None:
+def message_id(raw: bytes, section: HeaderSection | None = None) -> str | None:
     """The first Message-ID field's msg-id, `<...>` included, comments dropped.
 
     A value without angle brackets is wrapped in them, as amavisd-new does with such
-    "garbage"; no field or an empty one gives None.
+    "garbage"; no field or an empty one gives None. `section` is `raw`'s header
+    section when already parsed.
     """
-    fields, _ = header_fields(header_bytes)
-    for field in fields:
-        if field.name.lower() == b"message-id":
-            value = _COMMENT.sub(b" ", field_value(header_bytes, field)).strip(b" \t")
-            match = _MSG_ID.search(value)
-            if match:
-                return match.group(0).decode("utf-8", errors="replace")
-            if not value:
-                return None
-            inner = value.removeprefix(b"<").removesuffix(b">").replace(b">", b"_")
-            return "<" + inner.decode("utf-8", errors="replace") + ">"
-    return None
+    field = next((section or parse_header(raw)).named(b"message-id"), None)
+    if field is None:
+        return None
+    value = _COMMENT.sub(b" ", field_value(raw, field)).strip(b" \t")
+    match = _MSG_ID.search(value)
+    if match:
+        return match.group(0).decode("utf-8", errors="replace")
+    if not value:
+        return None
+    inner = value.removeprefix(b"<").removesuffix(b">").replace(b">", b"_")
+    return "<" + inner.decode("utf-8", errors="replace") + ">"

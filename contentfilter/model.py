@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from functools import cached_property
 from typing import Protocol, runtime_checkable
 
 
@@ -131,26 +130,62 @@ class Envelope:
         return self.xforward_value("ADDR") or self.client_address
 
 
+@dataclass(frozen=True, slots=True)
+class HeaderField:
+    """One field of a raw header section: its name and byte span, continuation included.
+
+    A section that starts with whitespace has a first "field" without a name (b""):
+    those lines continue nothing (RFC 5322 section 2.2.3), but they are part of the
+    header section and stay one unit, so nothing we add can change its meaning.
+    """
+
+    name: bytes
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderSection:
+    """Where a message's header fields are (`contentfilter.rfc5322` reads them)."""
+
+    fields: tuple[HeaderField, ...]
+    fields_end: int  # just after the last field
+    end: int  # the first body byte: after the empty line, when there is one
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fields_end <= self.end:
+            raise ValueError("a header section ends after its fields")
+
+    def named(self, name: bytes) -> Iterator[HeaderField]:
+        """The fields called `name` (any case), in order."""
+        wanted = name.lower()
+        return (field for field in self.fields if field.name.lower() == wanted)
+
+
 @dataclass(frozen=True, eq=False)
 class Message:
-    """One message as received: its ids, envelope and the exact bytes of DATA."""
+    """One message as received: its ids, envelope, the exact bytes of DATA and where its
+    header fields are (parsed once: `contentfilter.rfc5322.read_message`)."""
 
     log_id: str  # amavisd-new style "12345-01", used in replies and the log line
     mail_id: str  # unique across hosts, for the quarantine and headers
     envelope: Envelope
     raw: bytes
+    header: HeaderSection
     parts: DecodedMessage | None = None
 
-    @cached_property
+    def __post_init__(self) -> None:
+        if self.header.end > len(self.raw):
+            raise ValueError("the header section ends past the message")
+
+    @property
     def header_end(self) -> int:
         """Offset of the first body byte (after the empty line ending the header)."""
-        from contentfilter.headers import header_section_end
-
-        return header_section_end(self.raw)
+        return self.header.end
 
     @property
     def header_bytes(self) -> bytes:
-        return self.raw[: self.header_end]
+        return self.raw[: self.header.end]
 
     @property
     def size(self) -> int:

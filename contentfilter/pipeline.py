@@ -250,7 +250,11 @@ class Pipeline:
         """One transaction for recipients whose copies need the same edits."""
         first = cluster[0]
         data = headers.apply_edits(
-            message.raw, first.header_lines, first.subject_tag, first.remove_spam_headers
+            message.raw,
+            first.header_lines,
+            first.subject_tag,
+            first.remove_spam_headers,
+            message.header,
         )
         label = self.next_hop.label
         try:

@@ -25,8 +25,9 @@ from contentfilter.client_input import COMMAND_LINE_LIMIT, READ_PIECE, SessionRe
 from contentfilter.config import Config, Listener, ServerSettings
 from contentfilter.errors import SessionClosed
 from contentfilter.model import Envelope as MessageEnvelope
-from contentfilter.model import Message, Recipient, Reply
+from contentfilter.model import Recipient, Reply
 from contentfilter.pipeline import Pipeline
+from contentfilter.rfc5322 import read_message
 
 log = logging.getLogger("contentfilter.server")
 
@@ -388,7 +389,9 @@ class Handler:
         lmtp = self.listener.protocol == "lmtp"
         log_id = new_log_id()
         raw: bytes = envelope.original_content or b""
-        message = Message(log_id, secrets.token_urlsafe(9), self._envelope(session, envelope), raw)
+        message = read_message(
+            log_id, secrets.token_urlsafe(9), self._envelope(session, envelope), raw
+        )
         if has_bare_line_ending(raw):
             reply = replies.bare_line_ending()
             log.warning("(%s) rejected: %s", log_id, reply.text)

@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from contentfilter.headers import header_section_end
 from contentfilter.model import ContentsCategory, FailureAction, Finding, Message, ScanResult
 from scanners.base import ScannerSettings
 
@@ -126,7 +125,7 @@ class HeaderCheckScanner:
         return None
 
     async def scan(self, message: Message) -> ScanResult:
-        header = message.raw[: header_section_end(message.raw)]
+        header = message.header_bytes
         found = problems(header, message.envelope.smtputf8, self.settings)
         # amavisd-new reports the first problem (its minor category decides the rest).
         findings = tuple(Finding(ContentsCategory.BAD_HEADER, p, self.name) for p in found[:1])

@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from contentfilter.headers import decode_encoded_words, text_of
-from contentfilter.model import ContentsCategory, Finding, Message, ScanResult
+from contentfilter.model import ContentsCategory, Finding, HeaderSection, Message, ScanResult
+from contentfilter.rfc5322 import decode_encoded_words, field_value, parse_header, text_of
 from scanners.base import ScannerSettings
 
 log = logging.getLogger("contentfilter.scanners.regex")
@@ -112,16 +112,16 @@ class RegexSettings(ScannerSettings):
 
 # --- reading the header ---------------------------------------------------------------
 
-_FOLD = re.compile(rb"\r?\n(?=[ \t])")
 
+def header_fields(raw: bytes, section: HeaderSection | None = None) -> Iterator[tuple[str, str]]:
+    """(name, value) of each header field: unfolded, RFC 2047-decoded, stripped.
 
-def header_fields(header: bytes) -> Iterator[tuple[str, str]]:
-    """(name, value) of each header field: unfolded, RFC 2047-decoded, stripped."""
-    for line in _FOLD.sub(b"", header).split(b"\n"):
-        name, colon, value = line.rstrip(b"\r").partition(b":")
-        text_name = name.decode("latin-1").rstrip(" \t")
-        if colon and _FIELD_NAME.fullmatch(text_name):
-            yield text_name, decode_encoded_words(text_of(value).strip())
+    `section` is `raw`'s header section when already parsed.
+    """
+    for field in (section or parse_header(raw)).fields:
+        if field.name:
+            value = text_of(field_value(raw, field))
+            yield field.name.decode("latin-1"), decode_encoded_words(value)
 
 
 # --- the scanner ----------------------------------------------------------------------
@@ -151,7 +151,7 @@ class RegexScanner:
     def findings(self, message: Message) -> Iterator[Finding]:
         """One finding per matching rule, in rule order."""
         fields: dict[str, list[str]] = {}
-        for name, value in header_fields(message.header_bytes):
+        for name, value in header_fields(message.raw, message.header):
             fields.setdefault(name.lower(), []).append(value)
         start = message.header_end
         body = message.raw[start : start + self.settings.max_body_size].decode("latin-1")

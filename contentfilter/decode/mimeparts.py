@@ -33,7 +33,7 @@ from contentfilter.decode.multipart import Split, split_multipart, split_nested
 from contentfilter.decode.session import Node, Session
 from contentfilter.decode.transfer import transfer_readings
 from contentfilter.decode.walker import examine
-from contentfilter.headers import decode_encoded_words, text_of
+from contentfilter.rfc5322 import decode_encoded_words, text_of
 
 # a header line, as the stdlib feed parser recognises one (email.feedparser.headerRE)
 _HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]+:|[\t ]")

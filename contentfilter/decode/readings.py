@@ -21,7 +21,7 @@ import re
 import urllib.parse
 from email.message import Message
 
-from contentfilter.headers import decode_encoded_words, text_of
+from contentfilter.rfc5322 import decode_encoded_words, text_of
 
 IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary"})
 UUENCODE = "x-uuencode"

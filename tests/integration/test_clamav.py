@@ -20,6 +20,7 @@ import pytest
 from contentfilter import config
 from contentfilter.errors import ScannerProtocolError, ScannerTimeout, ScannerUnavailable
 from contentfilter.model import ContentsCategory, Envelope, Message, Recipient, Scanner
+from contentfilter.rfc5322 import read_message
 from scanners import build_scanners
 from scanners.clamav import PIPELINE_GRACE, ClamAVScanner, ClamAVSettings
 from tests.support.daemons import Clamd
@@ -32,7 +33,7 @@ CLAM_EXE = Path("/usr/share/clamav-testfiles/clam.exe")
 
 def mail(raw: bytes) -> Message:
     envelope = Envelope("alice@sender.example", (Recipient("bob@recipient.example"),))
-    return Message("1234-01", "mailid", envelope, raw)
+    return read_message("1234-01", "mailid", envelope, raw)
 
 
 def scanner(*servers: str, **settings: float) -> ClamAVScanner:

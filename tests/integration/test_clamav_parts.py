@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from contentfilter.model import (
     ScanResult,
 )
 from contentfilter.model import Recipient as Rcpt
+from contentfilter.rfc5322 import read_message
 from scanners.clamav import ClamAVScanner, ClamAVSettings
 from tests.integration.test_lifecycle import counting_proxy
 from tests.support.daemons import Clamd
@@ -36,7 +38,7 @@ C = ContentsCategory
 
 def mail(raw: bytes, parts: DecodedMessage | None = None) -> Message:
     envelope = Envelope("alice@sender.example", (Rcpt("bob@recipient.example"),))
-    return Message("1234-01", "mailid", envelope, raw, parts)
+    return replace(read_message("1234-01", "mailid", envelope, raw), parts=parts)
 
 
 def scanner(*servers: str, **settings: object) -> ClamAVScanner:

@@ -13,6 +13,7 @@ import pytest
 from contentfilter import config
 from contentfilter.errors import ScannerProtocolError, ScannerTimeout, ScannerUnavailable
 from contentfilter.model import Envelope, Message, Recipient, Scanner
+from contentfilter.rfc5322 import read_message
 from scanners import build_scanners
 from scanners.spamassassin import SpamAssassinScanner, SpamAssassinSettings
 from tests.support.daemons import Spamd
@@ -24,7 +25,7 @@ CAPTURED_GTUBE = Path(__file__).parents[1] / "unit" / "spamd_replies" / "gtube.r
 
 def mail(raw: bytes, sender: str = "alice@sender.example") -> Message:
     envelope = Envelope(sender, (Recipient("bob@recipient.example"),))
-    return Message("1234-01", "mailid", envelope, raw)
+    return read_message("1234-01", "mailid", envelope, raw)
 
 
 def scanner(server: str, **settings: object) -> SpamAssassinScanner:

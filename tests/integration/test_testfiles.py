@@ -14,6 +14,7 @@ import pytest
 from contentfilter.config import from_mapping
 from contentfilter.mime import DecoderLimits, decode
 from contentfilter.model import ContentsCategory, Envelope, Message, Recipient
+from contentfilter.rfc5322 import read_message
 from scanners import build_scanners
 from tests.support import mimegen as g
 from tests.support.daemons import Clamd
@@ -32,7 +33,7 @@ def test_all_44_testfiles_are_there() -> None:
 def _message(path: Path) -> Message:
     raw = g.with_attachments(g.attachment(path.read_bytes(), path.name), subject=path.name)
     envelope = Envelope("alice@sender.example", (Recipient("bob@recipient.example"),))
-    return Message("1-01", path.name, envelope, raw)
+    return read_message("1-01", path.name, envelope, raw)
 
 
 @pytest.mark.parametrize("path", VIRUS_CASES, ids=lambda path: path.name)

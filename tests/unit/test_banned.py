@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,11 @@ from contentfilter.model import (
     DecodedMessage,
     Envelope,
     FailureAction,
-    Message,
     Part,
     Recipient,
     Scanner,
 )
+from contentfilter.rfc5322 import read_message
 from scanners import Needs, build_scanners, load_settings
 from scanners.banned import (
     DEBIAN_RULES,
@@ -43,7 +44,7 @@ def scan(raw: bytes, rules: Sequence[BannedRule] = TUTORIAL_RULES) -> list[tuple
     """(category, detail) of each finding of the banned scanner on this message."""
     scanner = BannedScanner("banned", BannedSettings(rules=tuple(rules)), DecoderLimits())
     envelope = Envelope("alice@sender.example", (Recipient("bob@recipient.example"),))
-    result = asyncio.run(scanner.scan(Message("1-01", "m1", envelope, raw)))
+    result = asyncio.run(scanner.scan(read_message("1-01", "m1", envelope, raw)))
     assert result.scanner == "banned"
     return [(finding.category, finding.detail) for finding in result.findings]
 
@@ -398,7 +399,7 @@ def test_scanner_uses_the_parts_the_pipeline_decoded() -> None:
     decoded = DecodedMessage(leaf, problems=("something odd",))
     scanner = BannedScanner("banned", BannedSettings(rules=DEBIAN_RULES), DecoderLimits())
     envelope = Envelope("", (Recipient("bob@recipient.example"),))
-    message = Message("1-01", "m1", envelope, b"not even a message", parts=decoded)
+    message = replace(read_message("1-01", "m1", envelope, b"not even a message"), parts=decoded)
     result = asyncio.run(scanner.scan(message))
     assert [(f.category, f.detail, f.scanner) for f in result.findings] == [
         (C.BANNED, "application/x-msdownload,x.bin", "banned"),

@@ -13,7 +13,8 @@ import pytest
 from contentfilter.config import from_mapping
 from contentfilter.errors import ConfigError
 from contentfilter.mime import DecoderLimits
-from contentfilter.model import ContentsCategory, Envelope, Message, Recipient
+from contentfilter.model import ContentsCategory, Envelope, Recipient
+from contentfilter.rfc5322 import read_message
 from scanners import load_settings
 from scanners.banned import (
     DEBIAN_RULES,
@@ -36,7 +37,7 @@ def is_banned(raw: bytes, preset: str) -> bool:
     settings = BannedSettings(preset=preset)  # type: ignore[arg-type]
     scanner = BannedScanner("banned", settings, DecoderLimits())
     envelope = Envelope("alice@sender.example", (Recipient("bob@recipient.example"),))
-    result = asyncio.run(scanner.scan(Message("1-01", "m1", envelope, raw)))
+    result = asyncio.run(scanner.scan(read_message("1-01", "m1", envelope, raw)))
     return any(f.category is ContentsCategory.BANNED for f in result.findings)
 
 

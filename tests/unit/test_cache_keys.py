@@ -19,6 +19,7 @@ from contentfilter.decode import format_tree
 from contentfilter.mime import DecoderLimits, decode
 from contentfilter.model import ContentsCategory, Envelope, Message, Recipient, Scanner
 from contentfilter.pipeline import Pipeline
+from contentfilter.rfc5322 import read_message
 from scanners.banned import (
     DEBIAN_RULES,
     TUTORIAL_RULES,
@@ -37,7 +38,7 @@ PE = g.tiny_pe()
 
 
 def mail(raw: bytes, sender: str = "alice@sender.example") -> Message:
-    return Message("1-01", "m1", Envelope(sender, (Recipient("bob@example.com"),)), raw)
+    return read_message("1-01", "m1", Envelope(sender, (Recipient("bob@example.com"),)), raw)
 
 
 def single_part(filename: str, received: str = "mx.example.org") -> bytes:

@@ -18,10 +18,10 @@ from contentfilter.model import (
     ContentsCategory,
     DecodedMessage,
     Envelope,
-    Message,
     Part,
     Recipient,
 )
+from contentfilter.rfc5322 import read_message
 from scanners.banned import BannedRule, BannedScanner, BannedSettings
 from tests.support import evasions
 from tests.support import mimegen as g
@@ -123,7 +123,7 @@ def test_the_hidden_name_is_banned(case: evasions.Evasion) -> None:
     rules = (BannedRule.from_config({"ban": r"(?i)\.exe$", "match": "name"}),)
     scanner = BannedScanner("banned", BannedSettings(rules=rules), LIMITS)
     envelope = Envelope("alice@sender.example", (Recipient("bob@recipient.example"),))
-    result = asyncio.run(scanner.scan(Message("1-01", "m1", envelope, case.build())))
+    result = asyncio.run(scanner.scan(read_message("1-01", "m1", envelope, case.build())))
     assert [finding.category for finding in result.findings] == [ContentsCategory.BANNED]
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from contentfilter.model import ContentsCategory, Envelope, Message, Recipient
+from contentfilter.model import ContentsCategory, Envelope, Recipient
+from contentfilter.rfc5322 import read_message
 from scanners.header_check import HeaderCheckScanner, HeaderCheckSettings, problems
 
 GOOD = b"From: a@example.org\r\nDate: Fri, 20 Nov 2026 10:00:00 +0000\r\nSubject: hi\r\n\r\n"
@@ -49,7 +50,7 @@ def test_utf8_headers_are_fine_under_smtputf8() -> None:
 
 async def test_scanner_reports_the_first_problem_as_bad_header() -> None:
     raw = GOOD.replace(b"Subject: hi", b"Subject: h\x00i") + b"Subject: twice\r\n\r\nbody\r\n"
-    message = Message("1-01", "m", Envelope("a@x", (Recipient("b@y"),)), raw)
+    message = read_message("1-01", "m", Envelope("a@x", (Recipient("b@y"),)), raw)
     result = await HeaderCheckScanner("bad_header", HeaderCheckSettings()).scan(message)
     assert [(f.category, f.detail) for f in result.findings] == [
         (
@@ -70,7 +71,7 @@ def test_a_section_that_starts_with_whitespace_is_a_bad_header(header: bytes) ->
 
 async def test_scanner_sees_the_whole_section_that_starts_with_whitespace() -> None:
     raw = b" From: a@example.org\r\n" + GOOD + b"body\r\n"
-    message = Message("1-01", "m", Envelope("a@x", (Recipient("b@y"),)), raw)
+    message = read_message("1-01", "m", Envelope("a@x", (Recipient("b@y"),)), raw)
     result = await HeaderCheckScanner("bad_header", HeaderCheckSettings()).scan(message)
     assert [(f.category, f.detail) for f in result.findings] == [
         (ContentsCategory.BAD_HEADER, "Header field syntax error:  From: a@example.org")

@@ -16,19 +16,17 @@ from contentfilter.headers import (
     alert_header,
     alert_text,
     apply_edits,
-    decoded_text,
     encoded_words,
     expand_subject_tag,
     format_score,
-    header_fields,
     header_line,
-    header_section_end,
     perl_number,
     spam_headers,
     spam_level,
     virus_scanned_header,
 )
 from contentfilter.model import ContentsCategory
+from contentfilter.rfc5322 import decoded_text, header_fields, header_section_end
 
 CRLF = b"\r\n"
 

@@ -70,6 +70,54 @@ def test_the_graph_is_read() -> None:
     assert "contentfilter.decoder_settings" in GRAPH["contentfilter.decode.session"]
 
 
+def cycles() -> list[set[str]]:
+    """The strongly connected groups of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[set[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for imported in GRAPH[module]:
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            group = set()
+            while True:
+                member = stack.pop()
+                group.add(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                found.append(group)
+
+    for module in GRAPH:
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_import_cycles_at_all() -> None:
+    assert cycles() == []
+
+
+def test_model_imports_nothing_from_the_project() -> None:
+    assert GRAPH["contentfilter.model"] == set()
+
+
+def test_the_header_reader_is_a_leaf() -> None:
+    assert GRAPH["contentfilter.rfc5322"] <= {"contentfilter.model"}
+
+
+def test_no_cycle_between_headers_and_model() -> None:
+    assert "contentfilter.headers" not in reachable("contentfilter.model")
+
+
 def test_config_does_not_reach_the_scanners_or_the_decoder() -> None:
     reached = reachable("contentfilter.config")
     assert not {m for m in reached if _in_package(m, "scanners")}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -27,6 +27,7 @@ from contentfilter.model import (
 )
 from contentfilter.pipeline import Pipeline
 from contentfilter.relay import Delivery, RecipientResult
+from contentfilter.rfc5322 import read_message
 
 RAW = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: hello\r\n\r\nbody line\r\n"
 
@@ -95,7 +96,7 @@ def message(
     envelope = Envelope(
         sender, tuple(Recipient(r) for r in recipients or ("b@example.com",)), xforward=xforward
     )
-    return Message("100-01", "mailid", envelope, raw)
+    return read_message("100-01", "mailid", envelope, raw)
 
 
 def smtp_reply(outcome: Outcome) -> Reply:
@@ -345,3 +346,32 @@ def test_a_disposition_checks_its_reply_against_its_action() -> None:
         Disposition(Recipient("b@example.com"), None, Action.RELAYED, tempfail)
     with pytest.raises(ValueError, match="queue id"):
         Disposition(Recipient("b@example.com"), None, Action.TEMPFAILED, tempfail, "Q1")
+
+
+async def test_the_header_section_is_parsed_once_per_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from contentfilter import rfc5322
+    from scanners.header_check import HeaderCheckScanner, HeaderCheckSettings
+    from scanners.regex import RegexRule, RegexScanner, RegexSettings
+
+    parsed: list[int] = []
+    lines = rfc5322._lines
+
+    def counted(raw: bytes) -> Iterator[tuple[int, int]]:
+        parsed.append(len(raw))
+        return lines(raw)
+
+    monkeypatch.setattr(rfc5322, "_lines", counted)
+    mail = message("b@example.com", "c@example.net", raw=b"Message-ID: <1@x>\r\n" + RAW)
+    assert parsed == [len(mail.raw)]
+    regex = RegexScanner("rules", RegexSettings(rules=(RegexRule("spam", "Subject", "x"),)))
+    p = pipeline(
+        FakeScanner("spamassassin", spam=SpamReport(7.0, 5.0)),
+        regex,  # type: ignore[arg-type]
+        HeaderCheckScanner("bad_header", HeaderCheckSettings()),  # type: ignore[arg-type]
+        settings={"policy": {"local_domains": ["example.com"]}},  # two edits: two copies
+    )
+    outcome = await p.handle(mail)
+    assert [d.action for d in outcome.dispositions] == [Action.RELAYED] * 2
+    assert parsed == [len(mail.raw)]

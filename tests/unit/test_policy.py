@@ -14,12 +14,12 @@ from contentfilter.model import (
     Destiny,
     Envelope,
     Finding,
-    Message,
     Recipient,
     ScanResult,
     SpamReport,
     Verdict,
 )
+from contentfilter.rfc5322 import read_message
 
 RAW = b"Subject: hi\r\n\r\nbody\r\n"
 VIRUS = Finding(C.VIRUS, "Eicar-Test-Signature", "clamav")
@@ -40,7 +40,9 @@ def decide(
     results = [ScanResult("scan", findings)]
     if score is not None:
         results.append(ScanResult("spamassassin", spam=SpamReport(score, 5.0, (("TEST", score),))))
-    message = Message("1-01", "m", Envelope(sender, tuple(Recipient(r) for r in recipients)), RAW)
+    message = read_message(
+        "1-01", "m", Envelope(sender, tuple(Recipient(r) for r in recipients)), RAW
+    )
     context = policy.Context("mx.example.com", cfg.policy, cfg.policy_banks.get(bank or ""))
     return policy.decide(message, results, context)
 

@@ -10,6 +10,7 @@ from contentfilter import config
 from contentfilter.errors import ConfigError
 from contentfilter.headers import decode_encoded_words
 from contentfilter.model import ContentsCategory, Envelope, Message, Recipient
+from contentfilter.rfc5322 import decode_encoded_words, read_message
 from scanners import load_settings
 from scanners.regex import RegexRule, RegexScanner, RegexSettings, header_fields
 
@@ -17,7 +18,7 @@ ENVELOPE = Envelope("alice@sender.example", (Recipient("bob@recipient.example"),
 
 
 def message(header: bytes, body: bytes = b"Hello.\r\n") -> Message:
-    return Message("1234-01", "mailid", ENVELOPE, header + b"\r\n" + body)
+    return read_message("1234-01", "mailid", ENVELOPE, header + b"\r\n" + body)
 
 
 def findings(

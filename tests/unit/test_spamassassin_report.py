@@ -19,6 +19,7 @@ from aiospamc.incremental_parser import ResponseParser  # type: ignore[import-un
 
 from contentfilter.errors import ScannerProtocolError, ScannerTimeout, ScannerUnavailable
 from contentfilter.model import Envelope, FailureAction, Message, Recipient, SpamReport
+from contentfilter.rfc5322 import read_message
 from scanners.spamassassin import (
     SpamAssassinScanner,
     SpamAssassinSettings,
@@ -39,7 +40,7 @@ def captured(name: str) -> Any:
 
 def message(raw: bytes, sender: str = "alice@sender.example") -> Message:
     envelope = Envelope(sender, (Recipient("bob@recipient.example"),))
-    return Message("1234-01", "mailid", envelope, raw)
+    return read_message("1234-01", "mailid", envelope, raw)
 
 
 @pytest.mark.parametrize(
