@@ -11,7 +11,8 @@ import asyncio
 
 import pytest
 
-from contentfilter.model import Envelope, Message, Recipient
+from contentfilter.model import Envelope, Recipient
+from contentfilter.rfc5322 import read_message
 from scanners.clamav import ClamAVScanner, ClamAVSettings
 from tests.support import evasions
 from tests.support import mimegen as g
@@ -28,7 +29,9 @@ def raw_verdict_is_clean(clamd: Clamd, raw: bytes) -> bool:
     """What clamd says of the raw message alone (no extracted files)."""
     settings = ClamAVSettings(servers=(clamd.address,), scan_parts=False)
     envelope = Envelope(SENDER, (Recipient(RECIPIENT),))
-    result = asyncio.run(ClamAVScanner("clamav", settings).scan(Message("1-1", "m", envelope, raw)))
+    result = asyncio.run(
+        ClamAVScanner("clamav", settings).scan(read_message("1-1", "m", envelope, raw))
+    )
     return not result.findings
 
 

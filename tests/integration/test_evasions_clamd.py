@@ -11,12 +11,14 @@ multipart-odd-type.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from contentfilter.mime import DecoderLimits, decode
-from contentfilter.model import ContentsCategory, Envelope, Message, Recipient
+from contentfilter.model import ContentsCategory, Envelope, Recipient
+from contentfilter.rfc5322 import read_message
 from scanners.clamav import ClamAVScanner, ClamAVSettings
 from tests.support import evasions
 from tests.support.daemons import Clamd
@@ -30,6 +32,6 @@ async def test_clamd_finds_the_hidden_eicar(
     parts = decode(raw, DecoderLimits(), str(tmp_path))
     envelope = Envelope("alice@sender.example", (Recipient("bob@recipient.example"),))
     scanner = ClamAVScanner("clamav", ClamAVSettings(servers=(str(clamd.socket_path),)))
-    result = await scanner.scan(Message("1-01", "m1", envelope, raw, parts))
+    result = await scanner.scan(replace(read_message("1-01", "m1", envelope, raw), parts=parts))
     found = [(finding.category, finding.detail) for finding in result.findings]
     assert found == [(ContentsCategory.VIRUS, "Eicar-Test-Signature.UNOFFICIAL")]

@@ -14,6 +14,7 @@ from contentfilter import config, replies
 from contentfilter.decode import spool
 from contentfilter.model import Envelope, Message, Recipient
 from contentfilter.pipeline import Pipeline
+from contentfilter.rfc5322 import read_message
 from tests.support import mimegen as g
 from tests.unit.test_pipeline import FakeNextHop, smtp_reply
 
@@ -21,7 +22,9 @@ ATTACHED = g.with_attachments(g.attachment(b"%PDF-1.4\n" + os.urandom(20000), "r
 
 
 def _message(raw: bytes) -> Message:
-    return Message("100-01", "mailid", Envelope("a@example.org", (Recipient("b@y.example"),)), raw)
+    return read_message(
+        "100-01", "mailid", Envelope("a@example.org", (Recipient("b@y.example"),)), raw
+    )
 
 
 def _pipeline(next_hop: FakeNextHop) -> Pipeline:

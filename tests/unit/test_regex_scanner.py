@@ -8,7 +8,6 @@ import pytest
 
 from contentfilter import config
 from contentfilter.errors import ConfigError
-from contentfilter.headers import decode_encoded_words
 from contentfilter.model import ContentsCategory, Envelope, Message, Recipient
 from contentfilter.rfc5322 import decode_encoded_words, read_message
 from scanners import load_settings
