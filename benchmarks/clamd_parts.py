@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,8 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import messages  # noqa: E402
 from contentfilter.mime import DecoderLimits, decode  # noqa: E402
-from contentfilter.model import Envelope, Message, Recipient  # noqa: E402
+from contentfilter.model import Envelope, Recipient  # noqa: E402
+from contentfilter.rfc5322 import read_message  # noqa: E402
 from scanners.clamav import ClamAVScanner, ClamAVSettings  # noqa: E402
 from tests.support.daemons import start_clamd  # noqa: E402
 
@@ -108,7 +109,9 @@ async def run(count: int, workdir: Path) -> list[str]:
                     tally = tallies[mode]
                     with tempfile.TemporaryDirectory(dir=workdir) as spool:
                         parts = decode(raw, limits, spool)
-                        message = Message(f"{seq}", "bench", envelope, raw, parts)
+                        message = replace(
+                            read_message(f"{seq}", "bench", envelope, raw), parts=parts
+                        )
                         tally.files += len(parts.extracted)
                         clamd_started = clamd_cpu(pid)
                         started, cpu_started = time.perf_counter(), time.process_time()
