@@ -103,7 +103,7 @@ class Pipeline:
             fault = group_error.exceptions[0]
         finally:
             if spool is not None:  # whatever happened, the extracted files go
-                spool.remove()
+                await asyncio.to_thread(spool.remove)  # thousands of files: not on the loop
         if fault is not None:  # the cause itself, not an ExceptionGroup around it
             raise fault
         if aborted is not None:
