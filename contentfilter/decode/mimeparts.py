@@ -37,6 +37,9 @@ from contentfilter.rfc5322 import decode_encoded_words, text_of
 
 # a header line, as the stdlib feed parser recognises one (email.feedparser.headerRE)
 _HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]+:|[\t ]")
+_MIME_FIELDS = {"content-type", "content-transfer-encoding", "content-disposition"}
+_MAX_HEADER_AFTER_JUNK = 64 * 1024  # where Thunderbird would read on as header
+_BLANKS_BEFORE_COLON = re.compile(rb"^([^:\s]+)[ \t]+:")
 _MESSAGES = {"message/rfc822", "message/global", "message/news"}
 _FRAGMENTS = {"message/partial", "message/external-body"}  # RFC 2046 5.2.2, 5.2.3
 
@@ -74,6 +77,50 @@ def _header_end(raw: bytes, start: int, end: int) -> tuple[int, int]:
     return end, end
 
 
+def read_entity_as_thunderbird(raw: bytes, start: int, end: int) -> Entity | None:
+    """The entity as Thunderbird reads it where that differs from `read_entity`, else None.
+
+    Thunderbird's header ends only at an empty line; a line without a colon in it
+    is skipped, not taken for the start of the body, and blanks may stand before
+    the colon (MimeHeaders_get in mailnews/mime/src/mimehdrs.cpp).
+    """
+    header_end, body_start = _header_end(raw, start, end)
+    if header_end != body_start or body_start == end:
+        return None  # the strict reading ended at the empty line too
+    limit = min(end, header_end + _MAX_HEADER_AFTER_JUNK)
+    found = [raw.find(empty, max(header_end - 1, start), limit) for empty in (b"\n\r\n", b"\n\n")]
+    if max(found) < 0:
+        return None  # no empty line: Thunderbird shows no body at all
+    empty = min(position for position in found if position >= 0) + 1
+    body_start = raw.find(b"\n", empty, end) + 1
+    kept: list[bytes] = []
+    keep = True
+    for line in raw[start:empty].splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t"):
+            if keep:
+                kept.append(line)
+            continue
+        keep = b":" in line
+        if keep:
+            kept.append(_BLANKS_BEFORE_COLON.sub(rb"\1:", line, count=1))
+    header = email.parser.BytesHeaderParser(policy=compat32).parsebytes(b"".join(kept))
+    strict = read_entity(raw, start, end).header
+    if (
+        _mime_fields(header) == _mime_fields(strict)
+        and strict.get_content_maintype() == "multipart"
+    ):
+        return None  # the same parts: only the preamble starts a few lines later
+    return Entity(header, body_start, end)
+
+
+def _mime_fields(header: Message) -> list[tuple[str, str]]:
+    return [
+        (name.lower(), str(value))
+        for name, value in header.raw_items()
+        if name.lower() in _MIME_FIELDS
+    ]
+
+
 def walk(
     session: Session,
     raw: bytes,
@@ -88,9 +135,26 @@ def walk(
 
     `quiet`: this entity belongs to a reading that mail clients do not take
     (see `readings`); it is decoded for the scanners, but damage in it is no
-    problem of the message.
+    problem of the message. Where Thunderbird reads the entity's header
+    differently, its reading is walked too, as a child.
     """
-    entity = read_entity(raw, start, end)
+    _walk_entity(session, raw, read_entity(raw, start, end), node, mime_depth, default_type, quiet)
+    other = read_entity_as_thunderbird(raw, start, end)
+    if other is not None and mime_depth < session.limits.max_mime_depth:
+        child = session.new_child(node)
+        if child is not None:
+            _walk_entity(session, raw, other, child, mime_depth + 1, default_type, True)
+
+
+def _walk_entity(
+    session: Session,
+    raw: bytes,
+    entity: Entity,
+    node: Node,
+    mime_depth: int,
+    default_type: str,
+    quiet: bool,
+) -> None:
     header = entity.header
     header.set_default_type(default_type)
     node.declared_type = header.get_content_type()

@@ -306,7 +306,25 @@ BODY_ENCODINGS = [
     ),
 ]
 
-ALL = TRANSFER_ENCODINGS + BODY_ENCODINGS + BOUNDARIES
+HEADERS = [
+    Evasion(
+        "header-junk-line",
+        "a line without a colon among the part's header fields (Thunderbird skips it)",
+        _mail(_attachment("this line is no header field", f"{CTE} base64")),
+    ),
+    Evasion(
+        "header-blank-before-colon",
+        "blanks between the field name and its colon",
+        _mail(_attachment("Content-Transfer-Encoding : base64")),
+    ),
+    Evasion(
+        "header-junk-before-body",
+        "a base64-looking line between the header fields and the empty line",
+        _mail(_attachment(f"{CTE} base64", "ABCD")),
+    ),
+]
+
+ALL = TRANSFER_ENCODINGS + BODY_ENCODINGS + BOUNDARIES + HEADERS
 
 
 def _named(*disposition_lines: str) -> Callable[[], bytes]:

@@ -151,3 +151,11 @@ def test_yenc_as_thunderbird_reads_it() -> None:
     assert ydecode_body(b"=ybegin line=128 size=3 name=a\r\n\x8b\x8c=}\r\n=yend size=3\r\n") == (
         b"ab\x13"
     )
+
+
+def test_a_header_line_that_lost_its_fold_leaves_a_multipart_as_it_was() -> None:
+    """Thunderbird reads past the broken line, but the parts are the same: one reading."""
+    body = g.multipart(g.text(), g.attachment(b"data", "a.bin"), boundary="b")
+    header, _, rest = body.partition(b"\r\n")
+    broken = header + b"\r\nReferences: <a@example.org>,\r\n<b@example.org>\r\n" + rest
+    assert decode(g.message(broken), LIMITS) == decode(g.message(body), LIMITS)
