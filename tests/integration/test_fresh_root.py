@@ -198,6 +198,17 @@ def test_a_second_setup_changes_nothing_and_is_quick(fresh_root: FreshRoot) -> N
     assert again.seconds < 15
 
 
+def test_changed_signatures_restart_clamd(fresh_root: FreshRoot) -> None:
+    setup = fresh_root.step("setup-new-signatures")
+    assert setup.status == 0, setup.output
+    assert "restarted clamd (its signatures changed)" in setup.output
+    before, after = fresh_root.text("clamd-pid-before"), fresh_root.text("clamd-pid-after")
+    assert before.strip().isdigit() and after.strip().isdigit() and before != after
+    assert fresh_root.text("clamd-processes").strip() == "1"
+    eicar = fresh_root.step("eicar-after-restart")
+    assert "250 2.7.0 Ok, discarded" in eicar.output and "Eicar-Test-Signature" in eicar.output
+
+
 def test_the_printed_stop_commands_stop_every_daemon(fresh_root: FreshRoot) -> None:
     stops = fresh_root.steps("stop")
     assert [step.command for step in stops] == [
