@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from contentfilter.model import ScanResult
 
 
-def key(*inputs: bytes | str) -> str:
+def key(*inputs: bytes | memoryview | str) -> str:
     """A digest of the inputs as a sequence: ("ab", "c") and ("a", "bc") differ.
 
     BLAKE2b, not amavisd-new's MD5: with a forged collision a virus could inherit
@@ -40,7 +40,7 @@ def key(*inputs: bytes | str) -> str:
     digest = hashlib.blake2b(digest_size=32)
     for item in inputs:
         data = item.encode("utf-8", "surrogateescape") if isinstance(item, str) else item
-        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(len(data).to_bytes(8, "big"))  # memoryviews here are of bytes
         digest.update(data)
     return digest.hexdigest()
 

@@ -6,6 +6,7 @@ Envelope + raw bytes -> Message -> (decoded parts) -> ScanResult per scanner
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from enum import Enum, IntEnum
@@ -182,6 +183,11 @@ class Message:
     def header_end(self) -> int:
         """Offset of the first body byte (after the empty line ending the header)."""
         return self.header.end
+
+    @cached_property
+    def digest(self) -> str:
+        """BLAKE2b of the whole message, computed once: the scanners' cache keys build on it."""
+        return hashlib.blake2b(self.raw, digest_size=32).hexdigest()
 
     @property
     def header_bytes(self) -> bytes:

@@ -320,6 +320,12 @@ def mime_view(raw: bytes) -> bytes:
     that is not a header field on (the empty line, or a line the decoder takes as the
     start of the body). Dropped: the other well-formed fields (Received, To, Subject...).
     """
+    header, rest = mime_header(raw)
+    return header + raw[rest:]
+
+
+def mime_header(raw: bytes) -> tuple[bytes, int]:
+    """The top-level lines `mime_view` keeps, and the offset from which it keeps all."""
     kept: list[bytes] = []
     keeping = True  # a continuation line before any field stays
     position = 0
@@ -334,7 +340,7 @@ def mime_view(raw: bytes) -> bytes:
         if keeping:
             kept.append(raw[position:line_end])
         position = line_end
-    return b"".join(kept) + raw[position:]
+    return b"".join(kept), position
 
 
 def leaf_paths(decoded: DecodedMessage) -> Iterator[tuple[Part, ...]]:
@@ -411,7 +417,8 @@ class BannedScanner:
         message that differ only in Received, To or Message-ID share a verdict.
         """
         quota = self.limits.quota(message.size)  # depends on the whole size
-        return cache.key(self._fingerprint, str(quota), mime_view(message.raw))
+        header, rest = mime_header(message.raw)  # the view without copying the body
+        return cache.key(self._fingerprint, str(quota), header, memoryview(message.raw)[rest:])
 
     async def scan(self, message: Message) -> ScanResult:
         decoded = message.parts

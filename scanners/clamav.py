@@ -162,7 +162,7 @@ class ClamAVScanner:
     def cache_key(self, message: Message) -> str:
         """clamd reads the whole message (its MIME parser follows the top-level header),
         and the files the decoder extracts from it under the current limits."""
-        return cache.key(self._fingerprint, message.raw)
+        return cache.key(self._fingerprint, message.digest)
 
     async def scan(self, message: Message) -> ScanResult:
         """The raw message, and its extracted files if the decoder filled in `parts`."""

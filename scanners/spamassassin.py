@@ -201,7 +201,7 @@ class SpamAssassinScanner:
         """What spamd is handed (`spamd_copy`: sender and message) and the settings (user...)."""
         if message.size > self.settings.max_size:
             return None  # not sent to spamd
-        return cache.key(self._fingerprint, message.envelope.mail_from, message.raw)
+        return cache.key(self._fingerprint, message.envelope.mail_from, message.digest)
 
     async def scan(self, message: Message) -> ScanResult:
         started = time.perf_counter()
