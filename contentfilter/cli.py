@@ -23,7 +23,7 @@ from contentfilter.config import Config
 from contentfilter.decode.spool import Spool
 from contentfilter.decode.workers import DecoderPool
 from contentfilter.errors import ConfigError
-from contentfilter.model import Destiny, Envelope, Message, Recipient
+from contentfilter.model import Destiny, Envelope, Message, PartsScanner, Recipient
 from contentfilter.pipeline import Pipeline
 from contentfilter.relay import Delivery, NextHop
 
@@ -128,7 +128,8 @@ def build_pipeline(config: Config, next_hop: Any) -> Pipeline:
     if config.cache.enabled:
         cache = ResultCache(ttl=config.cache.ttl, max_entries=config.cache.max_entries)
     built = scanners.build_scanners(config.scanners, scanners.Needs(config.decoder))
-    decoder = DecoderPool(config.decoder) if any(s.needs_parts for s in built) else None
+    looks_at_parts = any(s.needs_parts or isinstance(s, PartsScanner) for s in built)
+    decoder = DecoderPool(config.decoder) if looks_at_parts else None  # a crash costs one message
     return Pipeline(config, built, next_hop, cache, decoder=decoder)
 
 

@@ -187,3 +187,18 @@ async def test_memory_runs_out_in_the_worker_not_in_the_filter(pool: DecoderPool
     limits = Path(f"/proc/{pid}/limits").read_text()
     address_space = next(line for line in limits.splitlines() if "address space" in line)
     assert address_space.split()[3] == str(4 * 1024**3)
+
+
+@pytest.mark.parametrize(
+    "scanners",
+    [{"clamav": {"servers": ["/nonexistent/clamd.ctl"]}}, {"banned": {}}],
+    ids=["clamd alone", "banned rules alone"],
+)
+def test_the_filter_decodes_in_workers_for_every_scanner_that_looks_at_parts(
+    scanners: dict[str, object],
+) -> None:
+    from contentfilter.cli import build_pipeline
+
+    built = build_pipeline(config.from_mapping({"scanners": scanners}), FakeNextHop())
+    assert built.decoder is not None
+    assert built.decoder.limits == built.config.decoder
