@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from enum import Enum, IntEnum
+from functools import cached_property
 from typing import Protocol, runtime_checkable
 
 
