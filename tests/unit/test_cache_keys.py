@@ -30,10 +30,12 @@ from scanners.banned import (
 )
 from scanners.clamav import ClamAVScanner, ClamAVSettings
 from scanners.spamassassin import SpamAssassinScanner, SpamAssassinSettings
+from tests.support import evasions
 from tests.support import mimegen as g
 from tests.unit.test_pipeline import FakeNextHop
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+DECODER_CASES = Path(__file__).resolve().parent / "decoder_cases"
 PE = g.tiny_pe()
 
 
@@ -259,11 +261,21 @@ def test_the_decoder_sees_the_same_in_the_mime_view(path: Path) -> None:
     assert (format_tree(view), view.problems) == (format_tree(full), full.problems)
 
 
+def generated_mail() -> dict[str, bytes]:
+    cases = {e.name: e.build() for e in [*evasions.ALL, *evasions.FILE_NAMES]}
+    cases |= {p.name: p.read_bytes() for p in sorted(DECODER_CASES.glob("*.eml"))}
+    return g.samples() | cases
+
+
 def test_the_decoder_sees_the_same_in_the_mime_view_of_generated_mail() -> None:
+    """The samples, every MIME evasion case and the decoder's regression cases."""
     limits = DecoderLimits()
-    for name, raw in g.samples().items():
+    differ = []
+    for name, raw in generated_mail().items():
         full, view = decode(raw, limits), decode(mime_view(raw), limits)
-        assert (format_tree(view), view.problems) == (format_tree(full), full.problems), name
+        if (format_tree(view), view.problems) != (format_tree(full), full.problems):
+            differ.append(name)
+    assert differ == []
 
 
 def test_every_scanner_says_what_its_result_depends_on() -> None:
