@@ -143,3 +143,10 @@ def xforward_problem(name: str, value: str) -> str | None:
     if name == "PORT" and not (_DIGITS.fullmatch(value) or value == "[UNAVAILABLE]"):
         return "not a port number"
     return None
+
+
+def printable_reply(status: str) -> str:
+    """A reply safe to send though it echoes what the client sent: a byte that was not
+    UTF-8 or a control character becomes "?" (Postfix neuters them the same way)."""
+    lines = status.split("\r\n")
+    return "\r\n".join(_CONTROL.sub("?", _SURROGATE.sub("?", line)) for line in lines)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiosmtplib
+from aiosmtplib.email import quote_address
 
 from contentfilter.config import NextHopSettings
 from contentfilter.errors import NextHopRefused, NextHopTimeout, NextHopUnavailable
@@ -238,6 +239,23 @@ class NextHop:
         )
         if reply.code >= 400:
             log.debug("next hop refused XFORWARD: %s %s", reply.code, reply.message)
+
+
+def address_problem(address: str) -> str | None:
+    """Why `address` cannot be given to the next hop exactly as it is (None: it can).
+
+    aiosmtplib re-parses each address before it puts it on the MAIL or RCPT line and
+    refuses whitespace, angle brackets and quotes outside a quoted local part: the
+    server refuses such an address where it arrives, instead of every retry of the
+    message failing at the end of DATA.
+    """
+    try:
+        quoted = quote_address(address)
+    except ValueError:
+        return "not a mailbox the next hop can be given"
+    if quoted != f"<{address}>":
+        return "not a mailbox the next hop can be given as it is"
+    return None
 
 
 def dot_stuffed(data: bytes) -> bytes:

@@ -27,6 +27,7 @@ from contentfilter.errors import SessionClosed
 from contentfilter.model import Envelope as MessageEnvelope
 from contentfilter.model import Recipient, Reply
 from contentfilter.pipeline import Pipeline
+from contentfilter.relay import address_problem
 from contentfilter.rfc5322 import read_message
 
 log = logging.getLogger("contentfilter.server")
@@ -134,7 +135,8 @@ class _FilterProtocol:
         return FilterEnvelope()
 
     async def push(self, status: str) -> None:
-        await super().push(_ENHANCED.get(status, status))  # type: ignore[misc]
+        status = _ENHANCED.get(status, status)
+        await super().push(client_input.printable_reply(status))  # type: ignore[misc]
 
     async def _handle_client(self) -> None:
         host = self.session.peer[0] if isinstance(self.session.peer, tuple) else ""
@@ -166,6 +168,9 @@ class _FilterProtocol:
             await self.push(
                 replies.render(replies.syntax_error("Syntax: XFORWARD attribute=value..."))
             )
+            return
+        if client_input.argument_problem(arg) == "bad UTF-8":
+            await self._refused(replies.bad_utf8())
             return
         attributes = {}
         for item in arg.split():
@@ -353,6 +358,9 @@ class Handler:
         address: str,
         mail_options: list[str],
     ) -> str:
+        problem = address_problem(_null_sender_as_empty(address))
+        if problem:
+            return replies.render(replies.bad_sender(problem))
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return replies.render(replies.sender_ok())
@@ -365,6 +373,9 @@ class Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        problem = address_problem(address)
+        if problem:
+            return replies.render(replies.bad_recipient(problem))
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return replies.render(replies.recipient_ok())
@@ -406,7 +417,7 @@ class Handler:
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
         recipients = envelope.recipients or [Recipient(a) for a in envelope.rcpt_tos]
         return MessageEnvelope(
-            mail_from=envelope.mail_from or "",
+            mail_from=_null_sender_as_empty(envelope.mail_from),
             recipients=tuple(recipients),
             body=options.get("BODY") or None,
             smtputf8=bool(envelope.smtp_utf8),
@@ -416,6 +427,11 @@ class Handler:
             client_address=peer,
             listener=str(self.listener.address),
         )
+
+
+def _null_sender_as_empty(address: str | None) -> str:
+    """aiosmtpd gives the null sender (`MAIL FROM:<>`, RFC 5321 section 4.5.5) as "<>"."""
+    return "" if address is None or address == "<>" else address
 
 
 def has_bare_line_ending(raw: bytes) -> bool:

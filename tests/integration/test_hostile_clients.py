@@ -235,3 +235,42 @@ def test_recipients_beyond_the_limit_are_told_to_come_back(
         assert session.reply().startswith("250 2.0.0 ")
     (arrived,) = sink.wait_for(1)
     assert arrived.rcpt_tos == ["b1@example.com", "b2@example.com"]
+
+
+def test_the_null_sender_is_relayed(filter_factory: FilterFactory, sink: CaptureSink) -> None:
+    """Bounces and DSNs (RFC 5321 section 4.5.5) come with MAIL FROM:<>."""
+    process = filter_factory()
+    with RawSession(process.address) as session:
+        session.command("EHLO client.test")
+        assert session.command("MAIL FROM:<>").startswith("250")
+        assert session.command("RCPT TO:<b@example.com>").startswith("250")
+        assert session.command("DATA").startswith("354")
+        session.send(MESSAGE + b".\r\n")
+        assert session.reply().startswith("250 2.0.0 ")
+    (arrived,) = sink.wait_for(1)
+    assert arrived.mail_from == ""
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [(b"RCPT TO:<>", "501 5.1.3 Bad recipient address syntax: not a mailbox")],
+)
+def test_addresses_the_relay_cannot_pass_on_as_they_are_are_refused(
+    filter_factory: FilterFactory, command: bytes, expected: str
+) -> None:
+    process = filter_factory()
+    with RawSession(process.address) as session:
+        session.command("EHLO client.test")
+        if command.startswith(b"RCPT"):
+            session.command("MAIL FROM:<a@example.org>")
+        session.send(command + b"\r\n")
+        assert session.reply().startswith(expected)
+
+
+def test_replies_that_echo_the_client_stay_printable(filter_factory: FilterFactory) -> None:
+    process = filter_factory()
+    with RawSession(process.address) as session:
+        session.command("EHLO client.test")
+        session.send(b"XFORWARD NAME=a\x0bb\x1c\r\n")
+        reply = session.reply()
+    assert reply.startswith("501 5.5.4 ") and reply.isprintable(), reply
