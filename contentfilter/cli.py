@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -30,17 +31,27 @@ from contentfilter.relay import Delivery, NextHop
 log = logging.getLogger("contentfilter")
 
 DRAIN_TIMEOUT = 600.0  # seconds SIGTERM waits for messages in progress
+PIPE_TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL (contentfilter.pipe, not imported for speed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    arguments = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # Under pipe(8) any other failure status bounces the mail: a mistake in master.cf
+    # or the config file must keep it queued (EX_TEMPFAIL) until the admin fixes it.
+    failed = PIPE_TEMPFAIL if words[:1] == ["pipe"] else 2
+    try:
+        arguments = parser.parse_args(words)
+    except SystemExit as stop:
+        if stop.code:
+            return failed
+        raise
     try:
         config = load_config(arguments)
         scanners.load_settings(config.scanners)  # validated before anything starts
     except ConfigError as error:
         print(f"contentfilter: config error: {error}", file=sys.stderr)
-        return 2
+        return failed
     command: Any = arguments.command_function
     result: int = command(config, arguments)
     return result
@@ -70,6 +81,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     scan.add_argument("--to", dest="recipients", action="append")
     scan.set_defaults(command_function=command_scan, listen=None, next_hop=None)
+    pipe = commands.add_parser(
+        "pipe", help="filter one message on stdin, reinject with sendmail (Postfix pipe(8))"
+    )
+    _common_options(pipe)
+    pipe.add_argument("--sendmail", default=None, help="reinjection command (/usr/sbin/sendmail)")
+    pipe.add_argument("--log-file", type=Path, help="append the log here (default: syslog)")
+    pipe.add_argument("-f", dest="sender", required=True, help="envelope sender ('' for <>)")
+    pipe.add_argument("recipients", nargs="+", help="envelope recipients (after --)")
+    pipe.set_defaults(command_function=command_pipe, listen=None, next_hop=None)
+    spawn = commands.add_parser(
+        "spawn", help="serve one SMTP/LMTP session on stdin/stdout (Postfix spawn(8))"
+    )
+    _common_options(spawn)
+    spawn.add_argument("--next-hop", help="HOST:PORT to relay to (default 127.0.0.1:10025)")
+    spawn.add_argument(
+        "--protocol", choices=("smtp", "lmtp"), help="default: the matching listener's"
+    )
+    spawn.add_argument("--log-file", type=Path, help="append the log here (default: syslog)")
+    spawn.set_defaults(command_function=command_spawn, listen=None)
     return parser
 
 
@@ -187,6 +217,116 @@ async def serve(config: Config) -> None:
     await close_pipeline(pipeline)
     await next_hop.close()
     log.info("stopped")
+
+
+# --- pipe and spawn: one process per message or session ------------------------------
+
+
+def setup_oneshot_logging(config: Config, log_file: Path | None) -> None:
+    """Log to `log_file`, else to syslog as `amavis` (facility mail), as `serve` does under
+    systemd. Never to stdout or stderr: pipe(8) takes them for the bounce or defer
+    reason, and under spawn(8) they may be the SMTP session itself."""
+    import logging.handlers
+
+    level = getattr(logging, config.log.level.upper())
+    handler: logging.Handler
+    if log_file is not None:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s {os.getpid()} %(levelname)s %(message)s")
+        )
+    elif os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler(
+            "/dev/log", logging.handlers.SysLogHandler.LOG_MAIL
+        )
+        handler.setFormatter(logging.Formatter(f"amavis[{os.getpid()}]: %(message)s"))
+    else:
+        handler = logging.NullHandler()
+    logging.basicConfig(level=level, handlers=[handler])
+    for noisy in ("mail.log", "aiosmtpd", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def command_pipe(config: Config, arguments: argparse.Namespace) -> int:
+    from contentfilter import pipe
+
+    setup_oneshot_logging(config, arguments.log_file)
+    log_id = f"{os.getpid():05d}-01"
+    try:
+        raw = pipe.read_input(sys.stdin.buffer, config.server.message_size_limit)
+        if raw is None:
+            status = pipe.status_for(replies.size_exceeded())
+        else:
+            sendmail = arguments.sendmail or pipe.SENDMAIL
+            deliverer = pipe.Sendmail(sendmail, config.next_hop.data_timeout)
+            status = asyncio.run(_pipe(config, deliverer, log_id, arguments, raw))
+    except Exception as error:  # nothing is lost: any fault keeps the mail in Postfix's queue
+        log.exception("(%s) pipe filter failed", log_id)
+        status = pipe.status_for(replies.failure(log_id, error))
+    if status.text:
+        print(status.text)
+    return status.code
+
+
+async def _pipe(
+    config: Config, deliverer: Any, log_id: str, arguments: argparse.Namespace, raw: bytes
+) -> Any:
+    from contentfilter import pipe
+
+    pipeline = build_pipeline(config, deliverer)
+    try:
+        return await pipe.filter_message(
+            pipeline, log_id, arguments.sender, arguments.recipients, raw
+        )
+    finally:
+        await close_pipeline(pipeline)
+
+
+def command_spawn(config: Config, arguments: argparse.Namespace) -> int:
+    setup_oneshot_logging(config, arguments.log_file)
+    try:
+        connection = socket.socket(fileno=0)  # spawn(8): stdin and stdout are the client
+    except OSError as error:
+        log.error("spawn: stdin is not a socket (%s)", error.strerror)
+        return 1
+    try:
+        asyncio.run(_spawn(config, connection, arguments.protocol))
+    except Exception:
+        log.exception("spawn: session failed")  # Postfix sees the connection drop: a retry
+        return 1
+    return 0
+
+
+async def _spawn(config: Config, connection: socket.socket, protocol: str | None) -> None:
+    from contentfilter.server import Server
+
+    listener = _spawn_listener(config, connection, protocol)
+    next_hop = NextHop(config.next_hop, config.server.hostname)
+    pipeline = build_pipeline(config, next_hop)  # decoder workers start when first needed
+    try:
+        await Server(config, pipeline).serve_connection(connection, listener)
+    finally:
+        await close_pipeline(pipeline)
+        await next_hop.close()
+
+
+def _spawn_listener(
+    config: Config, connection: socket.socket, protocol: str | None
+) -> config_module.Listener:
+    """The configured listener for the address Postfix accepted on (its policy bank and
+    protocol), else the first one; `--protocol` overrides the protocol."""
+    try:
+        local = connection.getsockname()
+    except OSError:
+        local = None
+    chosen = config.server.listen[0]
+    if isinstance(local, tuple):
+        for listener in config.server.listen:
+            if (listener.address.host, listener.address.port) == local[:2]:
+                chosen = listener
+    if protocol == "lmtp":
+        return replace(chosen, protocol="lmtp")
+    return replace(chosen, protocol="smtp") if protocol == "smtp" else chosen
 
 
 # --- check-config ---------------------------------------------------------------------

@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import secrets
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -108,6 +109,11 @@ class _FilterProtocol:
         super().__init__(*args, data_size_limit=data_size_limit, **kwargs)  # type: ignore[call-arg]
         self.command_size_limit = COMMAND_LINE_LIMIT
         self.command_size_limits = _CommandSizeLimits()
+        self.ended = asyncio.Event()  # the connection is gone (`Server.serve_connection`)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)  # type: ignore[misc]
+        self.ended.set()
 
     def _cb_client_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -139,8 +145,10 @@ class _FilterProtocol:
         await super().push(client_input.printable_reply(status))  # type: ignore[misc]
 
     async def _handle_client(self) -> None:
-        host = self.session.peer[0] if isinstance(self.session.peer, tuple) else ""
-        if not any(host in network for network in self.allowed_clients):
+        peer = self.session.peer
+        local = not isinstance(peer, tuple)  # a Unix socket (spawn(8))
+        host = peer[0] if isinstance(peer, tuple) else "local"
+        if not local and not any(host in network for network in self.allowed_clients):
             log.warning("refused connection from %s: not in server.allowed_clients", host)
             await self.push(replies.render(replies.access_denied()))
             self.transport.close()
@@ -468,6 +476,18 @@ class Server:
             )
             self.servers.append(server)
             log.info("listening on %s (%s)", listener.address, listener.protocol.upper())
+
+    async def serve_connection(self, sock: socket.socket, listener: Listener) -> None:
+        """One session on a connection someone else accepted (Postfix's spawn(8)).
+
+        Returns when the session has ended and its last reply has been written.
+        """
+        handler = Handler(self.config, self.pipeline, listener)
+        self.handlers.append(handler)
+        protocol = self._protocol(handler, listener)
+        ended: asyncio.Event = protocol.ended  # type: ignore[attr-defined]
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: protocol, sock)
+        await ended.wait()
 
     def _protocol(self, handler: Handler, listener: Listener) -> SMTP:
         settings = self.config.server

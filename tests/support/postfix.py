@@ -187,11 +187,35 @@ class Postfix:
         )
 
 
-def _write_config(postfix: Postfix) -> None:
+@dataclass(frozen=True)
+class Variant:
+    """Another way of plugging in the filter (Postfix's pipe or spawn pattern).
+
+    `content_filter` replaces the shipped main.cf line; `services` (master.cf lines,
+    with {filter_port} and {reinject_port}) is added; `pickup_options` go on the
+    pickup service (`-o content_filter=` for a filter that reinjects with sendmail).
+    """
+
+    content_filter: str | None = None
+    services: str = ""
+    pickup_options: str = ""
+
+
+def _write_config(postfix: Postfix, variant: Variant) -> None:
     etc = postfix.config_directory
     etc.mkdir(parents=True, exist_ok=True)
+    main_cf = shipped_main_cf(postfix.filter_port)
+    if variant.content_filter is not None:
+        main_cf = f"content_filter = {variant.content_filter}\n"
+    master_cf = MASTER_CF.format(smtpd_port=postfix.smtpd_port)
+    if variant.pickup_options:
+        master_cf = master_cf.replace(
+            "1       pickup\n", f"1       pickup\n    {variant.pickup_options}\n"
+        )
+    services = variant.services.replace("{filter_port}", str(postfix.filter_port))
+    services = services.replace("{reinject_port}", str(postfix.reinject_port))
     (etc / "main.cf").write_text(
-        shipped_main_cf(postfix.filter_port)
+        main_cf
         + MAIN_CF.format(
             queue_directory=postfix.workdir / "spool",
             data_directory=postfix.workdir / "data",
@@ -201,9 +225,7 @@ def _write_config(postfix: Postfix) -> None:
             workdir=postfix.workdir,
         )
     )
-    (etc / "master.cf").write_text(
-        MASTER_CF.format(smtpd_port=postfix.smtpd_port) + shipped_master_cf(postfix.reinject_port)
-    )
+    (etc / "master.cf").write_text(master_cf + shipped_master_cf(postfix.reinject_port) + services)
 
 
 def _greets_with_220(port: int) -> bool:
@@ -212,7 +234,11 @@ def _greets_with_220(port: int) -> bool:
 
 @contextlib.contextmanager
 def start_postfix(
-    workdir: Path, filter_port: int, sink_port: int, timeout: float = 60.0
+    workdir: Path,
+    filter_port: int,
+    sink_port: int,
+    timeout: float = 60.0,
+    variant: Variant = Variant(),
 ) -> Iterator[Postfix]:
     """Start the instance (`postfix -c DIR start`), yield it, `postfix -c DIR stop`.
 
@@ -229,7 +255,7 @@ def start_postfix(
         filter_port=filter_port,
         sink_port=sink_port,
     )
-    _write_config(postfix)
+    _write_config(postfix, variant)
     # Postfix creates the queue subdirectories (and data_directory) itself on start,
     # but the queue directory has to exist.
     (workdir / "spool").mkdir(mode=0o755, exist_ok=True)
