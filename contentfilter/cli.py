@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(command_function=command_serve)
     check = commands.add_parser("check-config", help="validate a config, print the effective one")
     _common_options(check, scanners=False)
+    check.add_argument(
+        "--postfix",
+        nargs="?",
+        const="",
+        metavar="CONFIG_DIR",
+        help="also check Postfix's settings (postconf; default directory: Postfix's own)",
+    )
     check.set_defaults(command_function=command_check_config)
     scan = commands.add_parser("scan", help="run the pipeline offline on one message")
     _common_options(scan)
@@ -336,7 +343,16 @@ def command_check_config(config: Config, arguments: argparse.Namespace) -> int:
     source = arguments.config or "built-in defaults"
     print(f"# {source}: OK. Effective configuration:")
     print(config_module.dump(config, scanners.load_settings(config.scanners)), end="")
-    return 0
+    if arguments.postfix is None:
+        return 0
+    from contentfilter import postfix_check
+
+    problems = postfix_check.check(arguments.postfix or None)
+    for problem in problems:
+        print(f"contentfilter: Postfix: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"# Postfix ({arguments.postfix or 'default configuration'}): OK")
+    return 1 if problems else 0
 
 
 # --- scan -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ Each has its own private Postfix instance. Extra smtpd listeners with their own
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from contentfilter import cli
 from tests.support import messages
 from tests.support.client import send
 from tests.support.daemons import CaptureSink, Clamd, Postfix, Spamd, closed_port, filter_command
@@ -237,3 +239,13 @@ def test_scanner_down_makes_postfix_defer(stack: Stack) -> None:
             capture_output=True,
             check=True,
         )
+
+
+def test_check_config_sees_the_pickup_loop_guard(pipe_stack: Stack, tmp_path: Path) -> None:
+    guarded = pipe_stack.postfix.config_directory
+    assert cli.main(["check-config", "--postfix", str(guarded)]) == 0
+    unguarded = tmp_path / "etc"
+    shutil.copytree(guarded, unguarded)
+    master_cf = unguarded / "master.cf"
+    master_cf.write_text(master_cf.read_text().replace("-o content_filter=\n", "\n", 1))
+    assert cli.main(["check-config", "--postfix", str(unguarded)]) == 1
