@@ -39,8 +39,8 @@ def spawn_startup() -> tuple[float, float]:
     started = time.perf_counter()
     process = subprocess.Popen(
         [*COMMAND, "spawn", "-c", str(CONFIG), "--log-file", "/dev/null"],
-        stdin=theirs,
-        stdout=theirs,
+        stdin=theirs.fileno(),
+        stdout=theirs.fileno(),
     )
     theirs.close()
     greeting = ours.recv(512)

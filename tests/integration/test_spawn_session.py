@@ -20,8 +20,8 @@ class Session:
         ours, theirs = socket.socketpair()
         self.process = subprocess.Popen(
             [*filter_command(), "spawn", *arguments, "--log-file", str(log)],
-            stdin=theirs,
-            stdout=theirs,
+            stdin=theirs.fileno(),
+            stdout=theirs.fileno(),
         )
         theirs.close()
         self.sock = ours
