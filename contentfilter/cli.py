@@ -232,22 +232,23 @@ async def serve(config: Config) -> None:
 def setup_oneshot_logging(config: Config, log_file: Path | None) -> None:
     """Log to `log_file`, else to syslog as `amavis` (facility mail), as `serve` does under
     systemd. Never to stdout or stderr: pipe(8) takes them for the bounce or defer
-    reason, and under spawn(8) they may be the SMTP session itself."""
+    reason, and under spawn(8) they may be the SMTP session itself. A log that cannot
+    be opened costs the log, not the mail."""
     import logging.handlers
 
     level = getattr(logging, config.log.level.upper())
-    handler: logging.Handler
-    if log_file is not None:
-        handler = logging.FileHandler(log_file)
-        handler.setFormatter(
-            logging.Formatter(f"%(asctime)s {os.getpid()} %(levelname)s %(message)s")
-        )
-    elif os.path.exists("/dev/log"):
-        handler = logging.handlers.SysLogHandler(
-            "/dev/log", logging.handlers.SysLogHandler.LOG_MAIL
-        )
-        handler.setFormatter(logging.Formatter(f"amavis[{os.getpid()}]: %(message)s"))
-    else:
+    handler: logging.Handler = logging.NullHandler()
+    try:
+        if log_file is not None:
+            handler = logging.FileHandler(log_file)
+            style = f"%(asctime)s {os.getpid()} %(levelname)s %(message)s"
+        else:
+            handler = logging.handlers.SysLogHandler(
+                "/dev/log", logging.handlers.SysLogHandler.LOG_MAIL
+            )
+            style = f"amavis[{os.getpid()}]: %(message)s"
+        handler.setFormatter(logging.Formatter(style))
+    except OSError:
         handler = logging.NullHandler()
     logging.basicConfig(level=level, handlers=[handler])
     for noisy in ("mail.log", "aiosmtpd", "asyncio"):
@@ -257,9 +258,9 @@ def setup_oneshot_logging(config: Config, log_file: Path | None) -> None:
 def command_pipe(config: Config, arguments: argparse.Namespace) -> int:
     from contentfilter import pipe
 
-    setup_oneshot_logging(config, arguments.log_file)
     log_id = f"{os.getpid():05d}-01"
     try:
+        setup_oneshot_logging(config, arguments.log_file)
         raw = pipe.read_input(sys.stdin.buffer, config.server.message_size_limit)
         if raw is None:
             status = pipe.status_for(replies.size_exceeded())

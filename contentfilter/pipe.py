@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ EX_UNAVAILABLE = 69  # Postfix bounces the message with our text
 EX_TEMPFAIL = 75  # Postfix keeps the message and retries
 
 SENDMAIL = "/usr/sbin/sendmail"
+_MBOX_FROM = re.compile(rb"From ")
+_RETURN_PATH = re.compile(rb"(?i)Return-Path:")
 _STDERR_KEPT = 4096  # bytes of sendmail's complaint kept for the reason
 
 
@@ -63,16 +66,15 @@ def exit_status(log_id: str, dispositions: Sequence[Disposition]) -> ExitStatus:
 def read_input(stream: BinaryIO, limit: int) -> bytes | None:
     """The message as pipe(8) writes it, with CRLF line ends; None if over `limit` bytes.
 
-    The `R` flag's Return-Path line (and the `F` flag's mbox From line) are Postfix's
-    additions, not the message: they are dropped. No more than `limit` bytes of the
-    message are read.
+    The `F` flag's mbox From line and the `R` flag's Return-Path line, in that order,
+    are Postfix's additions, not the message: they are dropped (once each). No more
+    than `limit` bytes of the message are read.
     """
     data = stream.read(limit + 1)
-    while data.startswith((b"From ", b"Return-Path:", b"return-path:", b"RETURN-PATH:")):
+    for added in (_MBOX_FROM, _RETURN_PATH):  # each once: the message's own lines stay
         line_end = data.find(b"\n")
-        if line_end < 0:
-            break
-        data = data[line_end + 1 :] + stream.read(line_end + 1)
+        if added.match(data) and line_end >= 0:
+            data = data[line_end + 1 :] + stream.read(line_end + 1)
     if len(data) > limit:
         return None
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")

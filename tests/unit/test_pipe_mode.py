@@ -125,3 +125,27 @@ def test_a_config_error_keeps_the_mail_queued(tmp_path: Path) -> None:
     broken.write_text("policy: {destiny: {virus: maybe}}\n")
     argv = ["pipe", "-c", str(broken), "-f", "a@example.org", "--", "b@example.com"]
     assert cli.main(argv) == pipe.EX_TEMPFAIL
+
+
+def test_only_postfixs_own_lines_are_dropped() -> None:
+    stream = io.BytesIO(
+        b"From a@example.org  Mon Nov 30 21:00:00 2026\n"
+        b"Return-Path: <a@example.org>\n"
+        b"Return-Path: <kept@example.org>\n"
+        b"Subject: x\n\nbody\n"
+    )
+    assert pipe.read_input(stream, 1024) == (
+        b"Return-Path: <kept@example.org>\r\nSubject: x\r\n\r\nbody\r\n"
+    )
+
+
+def test_a_log_that_cannot_be_opened_costs_the_log_not_the_mail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = _script(tmp_path, f"cat > {tmp_path}/data\n")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"Subject: x\n\nbody\n")))
+    argv = ["pipe", "--clamd", "off", "--spamd", "off", "--sendmail", command]
+    argv += ["--log-file", str(tmp_path / "missing" / "log"), "-f", "a@example.org", "--", "b@x"]
+    assert cli.main(argv) == pipe.EX_OK
+    assert b"Subject: x\n\nbody\n" in (tmp_path / "data").read_bytes()
+    assert capsys.readouterr().out == ""
