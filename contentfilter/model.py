@@ -247,6 +247,9 @@ class DecodedMessage:
     root: Part
     problems: tuple[str, ...] = ()  # each makes the message UNCHECKED
     extracted: tuple[ExtractedFile, ...] = ()  # what the decoder saw, for clamd
+    # Decoding stopped by something outside the message (a worker crash, OOM kill or
+    # time limit): what scanners conclude from these parts must not be cached.
+    cut_short: bool = False
 
     def walk(self) -> Iterator[Part]:
         return self.root.walk()

@@ -160,7 +160,7 @@ class Pipeline:
             return self._failed(scanner, message, error, self.clock() - started)
         elapsed = self.clock() - started
         detail_log.debug("(%s) %s took %.1f ms", message.log_id, scanner.name, elapsed * 1000)
-        if key is not None and self.cache is not None:
+        if key is not None and self.cache is not None and _decoded_in_full(message, decoding):
             self.cache.put(scanner.name, key, result)
         return result.with_timing(elapsed)
 
@@ -337,6 +337,15 @@ class Pipeline:
         )
         envelope = Envelope("", (Recipient(message.envelope.mail_from),))
         await self.next_hop.deliver(envelope, envelope.recipients, dsn)
+
+
+def _decoded_in_full(message: Message, decoding: asyncio.Task[DecodedMessage] | None) -> bool:
+    """False when the parts a scanner saw were cut short by a decoder crash or time
+    limit: a verdict from them holds for this delivery attempt only, not the cache."""
+    parts = message.parts
+    if parts is None and decoding is not None and decoding.done() and not decoding.cancelled():
+        parts = decoding.result() if decoding.exception() is None else None
+    return parts is None or not parts.cut_short
 
 
 async def _parts_later(

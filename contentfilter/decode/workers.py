@@ -212,7 +212,7 @@ def failed(problem: str, spool: Spool | None) -> DecodedMessage:
     """The result for a message whose decoding was cut short: UNCHECKED, with what was
     extracted until then."""
     extracted = spool.listing() if spool is not None else ()
-    return DecodedMessage(Part("p001", (1,)), (problem,), extracted)
+    return DecodedMessage(Part("p001", (1,)), (problem,), extracted, cut_short=True)
 
 
 def fault_injection() -> Callable[[bytes], None] | None:

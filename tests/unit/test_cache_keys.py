@@ -15,9 +15,16 @@ import pytest
 
 from contentfilter import config
 from contentfilter.cache import ResultCache, fingerprint, key
-from contentfilter.decode import format_tree
+from contentfilter.decode import format_tree, workers
 from contentfilter.mime import DecoderLimits, decode
-from contentfilter.model import ContentsCategory, Envelope, Message, Recipient, Scanner
+from contentfilter.model import (
+    ContentsCategory,
+    DecodedMessage,
+    Envelope,
+    Message,
+    Recipient,
+    Scanner,
+)
 from contentfilter.pipeline import Pipeline
 from contentfilter.rfc5322 import read_message
 from scanners.banned import (
@@ -283,3 +290,23 @@ def test_every_scanner_says_what_its_result_depends_on() -> None:
     for scanner in (banned, clamav()):
         assert isinstance(scanner, Scanner)
         assert scanner.cache_key(mail(RAW)) != scanner.cache_key(mail(RAW + b"x"))
+
+
+async def test_a_verdict_from_a_decode_cut_short_is_not_cached(cache: ResultCache) -> None:
+    """A worker crash or time limit is not a property of the message: the next delivery
+    attempt decodes it again instead of inheriting the UNCHECKED verdict."""
+    pipeline, _ = banned_pipeline(cache)
+    real_decode = pipeline.decode
+    crashes = [True]
+
+    async def decode_crashing_once(message: Message, spool: object = None) -> DecodedMessage:
+        if crashes.pop() if crashes else False:
+            return workers.failed("Decoder crashed (signal 11)", None)
+        return await real_decode(message)
+
+    pipeline.decode = decode_crashing_once  # type: ignore[method-assign]
+    first = await pipeline.handle(mail(single_part("report.exe")))
+    assert [f.category for f in first.results[0].findings] == [ContentsCategory.UNCHECKED]
+    details, cached = await banned_verdict(pipeline, single_part("report.exe"))
+    assert details and "report.exe" in details[0]
+    assert not cached
