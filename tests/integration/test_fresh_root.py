@@ -100,6 +100,7 @@ def test_offline_setup_detects_it_quickly_and_installs_test_signatures(
     setup = fresh_root.step("two-commands-1")
     assert "offline: no connection to freshclam's mirror within 3 s" in setup.output
     assert "Installed TEST-ONLY signatures" in setup.output
+    assert "/dev/log" not in setup.output  # spamd logs to its own file, not to syslog
 
 
 def test_setup_wires_postfix_and_says_what_it_changed(fresh_root: FreshRoot) -> None:
@@ -196,6 +197,16 @@ def test_a_second_setup_changes_nothing_and_is_quick(fresh_root: FreshRoot) -> N
     assert "Nothing changed: everything was already in place." in again.output
     assert "main.cf and master.cf already carry the filter" in again.output
     assert again.seconds < 15
+
+
+def test_no_postfix_prints_the_snippets_and_leaves_postfix_alone(fresh_root: FreshRoot) -> None:
+    setup = fresh_root.step("setup-no-postfix")
+    assert setup.status == 0, setup.output
+    assert "Postfix is NOT changed (--no-postfix)" in setup.output
+    snippet = (REPO / "config" / "postfix" / "master.cf.snippet").read_text()
+    assert snippet.strip() in setup.output
+    assert "Nothing changed: everything was already in place." in setup.output
+    assert fresh_root.text("postfix-after-no-postfix").strip() == "same"
 
 
 def test_changed_signatures_restart_clamd(fresh_root: FreshRoot) -> None:
