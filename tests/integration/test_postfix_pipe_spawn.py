@@ -249,3 +249,55 @@ def test_check_config_sees_the_pickup_loop_guard(pipe_stack: Stack, tmp_path: Pa
     master_cf = unguarded / "master.cf"
     master_cf.write_text(master_cf.read_text().replace("-o content_filter=\n", "\n", 1))
     assert cli.main(["check-config", "--postfix", str(unguarded)]) == 1
+
+
+def test_postfix_sendmail_reinjects_through_pickup_once(pipe_stack: Stack) -> None:
+    """Postfix's own sendmail (run as root here: for the unprivileged filter user it
+    refuses a private instance's config directory); pickup's `-o content_filter=`
+    keeps the reinjected mail from going through the filter again."""
+    pipe_stack.sink.clear()
+    message = messages.clean(subject="Reinjected by sendmail")
+    envelope = ["-f", messages.SENDER, "--", messages.RECIPIENT]
+    run = subprocess.run(
+        [*filter_command(), "pipe", "--clamd", "off", "--spamd", "off", *envelope],
+        input=message.replace(b"\r\n", b"\n"),
+        capture_output=True,
+        env={"MAIL_CONFIG": str(pipe_stack.postfix.config_directory), "PATH": "/usr/bin:/bin"},
+    )
+    assert run.returncode == 0, run
+    (arrived,) = pipe_stack.sink.wait_for(1)
+    assert arrived.mail_from == messages.SENDER and arrived.rcpt_tos == [messages.RECIPIENT]
+    assert messages.header_value(arrived.data, "Subject") == "Reinjected by sendmail"
+    assert messages.header_value(arrived.data, "X-Virus-Scanned"), arrived.data[:500]
+    pipe_stack.postfix.wait_for_empty_queue()
+    assert len(pipe_stack.sink.messages) == 1
+
+
+def test_our_dsn_goes_out_through_postfix_sendmail_with_the_null_sender(
+    pipe_stack: Stack, clamd: Clamd, tmp_path: Path
+) -> None:
+    pipe_stack.sink.clear()
+    config = tmp_path / "bounce.yaml"
+    config.write_text("policy:\n  destiny:\n    virus: bounce\n")
+    envelope = ["-f", messages.SENDER, "--", messages.RECIPIENT]
+    run = subprocess.run(
+        [
+            *filter_command(),
+            "pipe",
+            "-c",
+            str(config),
+            "--clamd",
+            clamd.address,
+            "--spamd",
+            "off",
+            *envelope,
+        ],
+        input=messages.eicar_attachment().replace(b"\r\n", b"\n"),
+        capture_output=True,
+        env={"MAIL_CONFIG": str(pipe_stack.postfix.config_directory), "PATH": "/usr/bin:/bin"},
+    )
+    assert run.returncode == 0, run
+    (dsn,) = pipe_stack.sink.wait_for(1)
+    assert dsn.mail_from == "" and dsn.rcpt_tos == [messages.SENDER]
+    assert b"Eicar-Test-Signature" in dsn.data
+    pipe_stack.postfix.wait_for_empty_queue()
