@@ -141,8 +141,14 @@ class _FilterProtocol:
         return FilterEnvelope()
 
     async def push(self, status: str) -> None:
-        status = _ENHANCED.get(status, status)
-        await super().push(client_input.printable_reply(status))  # type: ignore[misc]
+        """Send a reply; a client that does not read them for `idle_timeout` is dropped."""
+        status = client_input.printable_reply(_ENHANCED.get(status, status))
+        try:
+            async with asyncio.timeout(self.settings.idle_timeout):
+                await super().push(status)  # type: ignore[misc]
+        except TimeoutError:
+            self.transport.abort()  # what it did not read is not worth waiting for
+            raise SessionClosed("the client does not read our replies") from None
 
     async def _handle_client(self) -> None:
         peer = self.session.peer
@@ -162,6 +168,8 @@ class _FilterProtocol:
             await super()._handle_client()  # type: ignore[misc]
         except SessionClosed as closed:
             log.warning("closed session with %s: %s", host, closed)
+            if self.transport is not None:  # a plain close would wait for it to read
+                self.transport.abort()
         except ConnectionResetError:
             log.info("%s closed the session", host)
         finally:
