@@ -178,11 +178,8 @@ def test_envelope_values_that_cannot_be_relayed_are_refused_where_they_arrive(
         assert reply.startswith(expected), reply
         # The session goes on: a good transaction after the refusal is relayed.
         session.command("RSET")
-        assert session.command("MAIL FROM:<a@example.org>").startswith("250")
-        assert session.command("RCPT TO:<b@example.com>").startswith("250")
-        assert session.command("DATA").startswith("354")
-        session.send(MESSAGE + b".\r\n")
-        assert session.reply().startswith("250 2.0.0 ")
+        reply = session.transaction("a@example.org", ["b@example.com"], MESSAGE)
+        assert reply.startswith("250 2.0.0 "), reply
     (arrived,) = sink.wait_for(1)
     assert arrived.mail_from == "a@example.org"
 
@@ -193,11 +190,8 @@ def test_utf8_addresses_without_smtputf8_are_relayed_as_postfix_relays_them(
     process = filter_factory()
     with RawSession(process.address) as session:
         session.command("EHLO client.test")
-        assert session.command("MAIL FROM:<jöran@example.org>").startswith("250")
-        assert session.command("RCPT TO:<grüße@example.com>").startswith("250")
-        assert session.command("DATA").startswith("354")
-        session.send(MESSAGE + b".\r\n")
-        assert session.reply().startswith("250 2.0.0 ")
+        reply = session.transaction("jöran@example.org", ["grüße@example.com"], MESSAGE)
+        assert reply.startswith("250 2.0.0 "), reply
     (arrived,) = sink.wait_for(1)
     assert arrived.mail_from == "jöran@example.org"
     assert arrived.rcpt_tos == ["grüße@example.com"]
@@ -208,11 +202,8 @@ def test_utf8_sender_without_smtputf8_through_postfix(postfix: PostfixStack) -> 
     address = f"127.0.0.1:{postfix.postfix.smtpd_port}"
     with RawSession(address) as session:
         session.command("EHLO client.test")
-        assert session.command("MAIL FROM:<jöran@example.org>").startswith("250")
-        assert session.command("RCPT TO:<b@example.com>").startswith("250")
-        assert session.command("DATA").startswith("354")
-        session.send(MESSAGE + b".\r\n")
-        assert session.reply().startswith("250 ")
+        reply = session.transaction("jöran@example.org", ["b@example.com"], MESSAGE)
+        assert reply.startswith("250 "), reply
     (arrived,) = postfix.sink.wait_for(1, timeout=60)
     assert arrived.mail_from == "jöran@example.org"
     assert b"X-Virus-Scanned: " in arrived.data
@@ -242,11 +233,8 @@ def test_the_null_sender_is_relayed(filter_factory: FilterFactory, sink: Capture
     process = filter_factory()
     with RawSession(process.address) as session:
         session.command("EHLO client.test")
-        assert session.command("MAIL FROM:<>").startswith("250")
-        assert session.command("RCPT TO:<b@example.com>").startswith("250")
-        assert session.command("DATA").startswith("354")
-        session.send(MESSAGE + b".\r\n")
-        assert session.reply().startswith("250 2.0.0 ")
+        reply = session.transaction("", ["b@example.com"], MESSAGE)
+        assert reply.startswith("250 2.0.0 "), reply
     (arrived,) = sink.wait_for(1)
     assert arrived.mail_from == ""
 

@@ -123,6 +123,18 @@ class RawSession:
         self.sock.sendall(line.encode() + b"\r\n")
         return self.reply()
 
+    def transaction(self, mail_from: str, recipients: list[str], data: bytes) -> str:
+        """MAIL, RCPT for each recipient and DATA, each accepted; the end-of-DATA reply.
+
+        `data` is sent as it is (already dot-stuffed), followed by the final dot.
+        """
+        assert self.command(f"MAIL FROM:<{mail_from}>").startswith("250")
+        for recipient in recipients:
+            assert self.command(f"RCPT TO:<{recipient}>").startswith("250")
+        assert self.command("DATA").startswith("354")
+        self.send(data + b".\r\n")
+        return self.reply()
+
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
