@@ -54,12 +54,13 @@ class Entity:
     header: Message  # header fields only
     body_start: int
     body_end: int
+    header_end: int = -1  # where the strict reading ended the header
 
 
 def read_entity(raw: bytes, start: int, end: int) -> Entity:
     header_end, body_start = _header_end(raw, start, end)
     header = email.parser.BytesHeaderParser(policy=compat32).parsebytes(raw[start:header_end])
-    return Entity(header, body_start, end)
+    return Entity(header, body_start, end, header_end)
 
 
 def _header_end(raw: bytes, start: int, end: int) -> tuple[int, int]:
@@ -77,14 +78,14 @@ def _header_end(raw: bytes, start: int, end: int) -> tuple[int, int]:
     return end, end
 
 
-def read_entity_as_thunderbird(raw: bytes, start: int, end: int) -> Entity | None:
+def read_entity_as_thunderbird(raw: bytes, start: int, strict: Entity) -> Entity | None:
     """The entity as Thunderbird reads it where that differs from `read_entity`, else None.
 
     Thunderbird's header ends only at an empty line; a line without a colon in it
     is skipped, not taken for the start of the body, and blanks may stand before
     the colon (MimeHeaders_get in mailnews/mime/src/mimehdrs.cpp).
     """
-    header_end, body_start = _header_end(raw, start, end)
+    header_end, body_start, end = strict.header_end, strict.body_start, strict.body_end
     if header_end != body_start or body_start == end:
         return None  # the strict reading ended at the empty line too
     limit = min(end, header_end + _MAX_HEADER_AFTER_JUNK)
@@ -104,11 +105,8 @@ def read_entity_as_thunderbird(raw: bytes, start: int, end: int) -> Entity | Non
         if keep:
             kept.append(_BLANKS_BEFORE_COLON.sub(rb"\1:", line, count=1))
     header = email.parser.BytesHeaderParser(policy=compat32).parsebytes(b"".join(kept))
-    strict = read_entity(raw, start, end).header
-    if (
-        _mime_fields(header) == _mime_fields(strict)
-        and strict.get_content_maintype() == "multipart"
-    ):
+    same = _mime_fields(header) == _mime_fields(strict.header)
+    if same and strict.header.get_content_maintype() == "multipart":
         return None  # the same parts: only the preamble starts a few lines later
     return Entity(header, body_start, end)
 
@@ -138,8 +136,9 @@ def walk(
     problem of the message. Where Thunderbird reads the entity's header
     differently, its reading is walked too, as a child.
     """
-    _walk_entity(session, raw, read_entity(raw, start, end), node, mime_depth, default_type, quiet)
-    other = read_entity_as_thunderbird(raw, start, end)
+    entity = read_entity(raw, start, end)
+    _walk_entity(session, raw, entity, node, mime_depth, default_type, quiet)
+    other = read_entity_as_thunderbird(raw, start, entity)
     if other is not None and mime_depth < session.limits.max_mime_depth:
         child = session.new_child(node)
         if child is not None:
@@ -226,7 +225,9 @@ class _Multipart:
         raw, start, end = self.raw, self.entity.body_start, self.entity.body_end
         room = self.session.limits.max_files - self.session.files + 1
         split = split_multipart(raw, start, end, boundary, room)
-        if any(self.reuses(boundary, part) for part in split.parts):
+        if self.mentioned_elsewhere(boundary, split) and any(
+            self.reuses(boundary, part) for part in split.parts
+        ):
             # an inner multipart uses our delimiter lines: Thunderbird gives them to it
             if not self.afford():
                 yield split, True
@@ -250,6 +251,13 @@ class _Multipart:
             if child is None:
                 return
             walk(self.session, self.raw, *part, child, self.mime_depth + 1, default, quiet)
+
+    def mentioned_elsewhere(self, boundary: str, split: Split) -> bool:
+        """Whether the boundary occurs in the body beyond its delimiter lines (one count
+        in C, so that the parts' headers are read again only when it does)."""
+        text = boundary.removesuffix("--").encode("utf-8", "surrogateescape")
+        occurrences = self.raw.count(text, self.entity.body_start, self.entity.body_end)
+        return occurrences > len(split.parts) + 1
 
     def reuses(self, boundary: str, part: tuple[int, int]) -> bool:
         """Whether the part is a multipart whose delimiter lines can be ours too."""

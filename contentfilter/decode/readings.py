@@ -146,8 +146,8 @@ def parameter_values(
     `trim`: also without surrounding blanks. Raw 8-bit bytes are read as UTF-8, else Latin-1."""
     found: list[str] = []
     for name, value in header.raw_items():
-        if name.lower() != field:
-            continue
+        if name.lower() != field or (parameter not in value.lower() and "(" not in value):
+            continue  # (a comment may split the parameter's name)
         text = _FOLDING.sub(" ", text_of(str(value).encode("utf-8", "surrogateescape")))
         for variant in dict.fromkeys((text, without_comments(text))):
             found += _parameters(variant, parameter, trim)

@@ -363,6 +363,11 @@ FILE_NAMES = [
         _named(f"{CD} filename=invoice.exe(.pdf)"),
     ),
     Evasion(
+        "name-comment-in-parameter-name",
+        "a comment inside the parameter's name",
+        _named(f"{CD} filena()me=invoice.exe"),
+    ),
+    Evasion(
         "name-rfc2231-utf16",
         "an RFC 2231 name in UTF-16 (big-endian bytes)",
         _named(f"{CD} filename*=UTF-16''" + "".join(f"%00{c}" for c in "invoice.exe")),
