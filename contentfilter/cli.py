@@ -18,7 +18,7 @@ from typing import Any
 
 import scanners
 from contentfilter import config as config_module
-from contentfilter import headers, replies, rfc5322
+from contentfilter import events, headers, replies, rfc5322
 from contentfilter.cache import ResultCache
 from contentfilter.config import Config
 from contentfilter.decode.spool import Spool
@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
         help="HOST:PORT to accept mail on (default 127.0.0.1:10024); lmtp:HOST:PORT for LMTP",
     )
     serve.add_argument("--next-hop", help="HOST:PORT to relay to (default 127.0.0.1:10025)")
+    serve.add_argument(
+        "--log-json", metavar="PATH|stderr", help="one JSON event per message (log.json)"
+    )
     serve.set_defaults(command_function=command_serve)
     check = commands.add_parser("check-config", help="validate a config, print the effective one")
     _common_options(check, scanners=False)
@@ -127,9 +130,20 @@ def load_config(arguments: argparse.Namespace) -> Config:
         data.setdefault("server", {})["listen"] = [arguments.listen]
     if getattr(arguments, "next_hop", None):
         data.setdefault("next_hop", {})["address"] = arguments.next_hop
+    if getattr(arguments, "log_json", None):
+        _section(data, "log")["json"] = arguments.log_json
     _override_scanner(data, "clamav", getattr(arguments, "clamd", None), "servers")
     _override_scanner(data, "spamassassin", getattr(arguments, "spamd", None), "server")
     return config_module.from_mapping(data)
+
+
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """The config section `name` to override a key in (replaced if not a mapping:
+    the override is what counts)."""
+    section = data.get(name)
+    if not isinstance(section, dict):
+        section = data[name] = {}
+    return section
 
 
 def _override_scanner(data: dict[str, Any], type_name: str, value: str | None, key: str) -> None:
@@ -184,14 +198,20 @@ def setup_logging(config: Config) -> None:
     logging.basicConfig(level=level, format=style, stream=sys.stderr)
     for noisy in ("mail.log", "aiosmtpd", "asyncio"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if config.log.syslog:  # OSError without a syslog socket: the caller reports it
+        handler = events.AmavisSyslogHandler(
+            config.log.syslog_ident, config.log.syslog_socket, config.log.syslog_facility
+        )
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logging.getLogger().addHandler(handler)
 
 
 # --- serve ----------------------------------------------------------------------------
 
 
 def command_serve(config: Config, arguments: argparse.Namespace) -> int:
-    setup_logging(config)
     try:
+        setup_logging(config)
         asyncio.run(serve(config))
     except OSError as error:
         log.error("cannot start: %s", error)
@@ -204,6 +224,7 @@ async def serve(config: Config) -> None:
 
     next_hop = NextHop(config.next_hop, config.server.hostname)
     pipeline = build_pipeline(config, next_hop)
+    pipeline.event_log = events.open_event_log(config.log.json)
     server = Server(config, pipeline)
     if pipeline.decoder is not None:
         await pipeline.decoder.start()

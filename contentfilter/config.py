@@ -126,9 +126,25 @@ class ScannerSection:
         return {"enabled": self.enabled, **self.options, "type": self.type}
 
 
+_SYSLOG_FACILITIES = ("mail", "daemon", "user", *(f"local{n}" for n in range(8)))
+
+
 @dataclass(frozen=True)
 class LogSettings:
     level: Literal["debug", "info", "warning", "error"] = "info"
+    json: str = "off"  # one JSON event per message: off, stderr or a file path
+    syslog: bool = False  # also log to syslog as amavisd-new: `amavis[PID]: ...`
+    syslog_ident: str = "amavis"  # mailgraph only reads `amavis` and `amavisd`
+    syslog_facility: str = "mail"
+    syslog_socket: str = "/dev/log"
+
+    def __post_init__(self) -> None:
+        if not self.json:
+            raise ValueError("json: expected off, stderr or a file path")
+        if not self.syslog_ident or not self.syslog_ident.isprintable() or " " in self.syslog_ident:
+            raise ValueError("syslog_ident: expected a program name without spaces")
+        if self.syslog_facility not in _SYSLOG_FACILITIES:
+            raise ValueError(f"syslog_facility: expected one of {', '.join(_SYSLOG_FACILITIES)}")
 
 
 @dataclass(frozen=True)

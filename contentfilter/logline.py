@@ -82,42 +82,6 @@ def summary_line(
     return sanitize(", ".join(fields))
 
 
-def outcome_line(outcome: Outcome) -> str:
-    """The log line of one message, from what happened to each recipient."""
-    message = outcome.message
-    envelope = message.envelope
-    dispositions = outcome.dispositions
-    passed = any(d.action is Action.RELAYED for d in dispositions)
-    category = main_category(outcome)
-    if not outcome.verdicts:  # no decision was reached: the check did not happen
-        category = ContentsCategory.UNCHECKED
-    elif not passed and any(d.by_next_hop for d in dispositions):
-        category = max(category, ContentsCategory.MTA)  # amavisd-new's MTA-BLOCKED
-    details = [f.detail for r in outcome.results for f in r.findings if f.category is category]
-    spam = next((r.spam for r in outcome.results if r.spam is not None), None)
-    original = envelope.xforward_value("ADDR")
-    port = envelope.xforward_value("PORT")
-    client = f"[{original or envelope.client_address}]" + (f":{port}" if original and port else "")
-    return summary_line(
-        log_id=message.log_id,
-        passed=passed,
-        category=category,
-        details=details,
-        actions=action_words(dispositions),
-        client=client,
-        sender=envelope.mail_from,
-        recipients=[r.address for r in envelope.recipients],
-        queue_id=envelope.xforward_value("IDENT")
-        or queue_id_from_headers(message.raw, message.header),
-        message_id=message_id(message.raw, message.header),
-        mail_id=message.mail_id,
-        hits=spam.score if spam else None,
-        size=message.size,
-        queued_as=outcome.queued_as,
-        elapsed_ms=round(outcome.elapsed * 1000),
-    )
-
-
 def main_category(outcome: Outcome) -> ContentsCategory:
     """The highest category of the message: of the verdicts and of every finding."""
     found = [v.category for v in outcome.verdicts]

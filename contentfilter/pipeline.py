@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from contentfilter import bounce, headers, logline, mime, policy, replies
+from contentfilter import bounce, events, headers, mime, policy, replies
 from contentfilter.cache import ResultCache
 from contentfilter.config import Config
 from contentfilter.decode.spool import Spool
@@ -76,11 +76,15 @@ class Pipeline:
     clock: Callable[[], float] = time.monotonic
     decoder: DecoderPool | None = None  # None: decode in this process (tests)
     faults: FaultCounter = field(default_factory=FaultCounter)
+    event_log: events.EventLog = field(default_factory=events.EventLog)
 
     # --- scanning ----------------------------------------------------------------------
 
-    async def scan(self, message: Message) -> tuple[ScanResult, ...]:
-        """Run every scanner concurrently; ScanAborted if one must tempfail the message."""
+    async def scan(
+        self, message: Message, stages: dict[str, float] | None = None
+    ) -> tuple[ScanResult, ...]:
+        """Run every scanner concurrently; ScanAborted if one must tempfail the message.
+        The decoder's time goes to `stages["decode"]`."""
         cached = [self._cached(scanner, message) for scanner in self.scanners]
         pending = [(s, key) for s, (key, hit) in zip(self.scanners, cached, strict=True) if not hit]
         wants_parts = any(s.needs_parts or isinstance(s, PartsScanner) for s, _ in pending)
@@ -91,7 +95,11 @@ class Pipeline:
         fault: BaseException | None = None
         try:
             async with asyncio.TaskGroup() as group:
-                decoding = group.create_task(self.decode(message, spool)) if wants_parts else None
+                decoding = (
+                    group.create_task(self._timed_decode(message, spool, stages))
+                    if wants_parts
+                    else None
+                )
                 tasks = [
                     group.create_task(self._run(s, message, key, decoding)) for s, key in pending
                 ]
@@ -110,6 +118,16 @@ class Pipeline:
             raise aborted
         results = iter(task.result() for task in tasks)
         return tuple(hit or next(results) for _, hit in cached)
+
+    async def _timed_decode(
+        self, message: Message, spool: Spool | None, stages: dict[str, float] | None
+    ) -> DecodedMessage:
+        started = self.clock()
+        try:
+            return await self.decode(message, spool)
+        finally:
+            if stages is not None:
+                stages["decode"] = self.clock() - started
 
     async def decode(self, message: Message, spool: Spool | None = None) -> DecodedMessage:
         """The message's parts, decoded in a worker process (in this one without a pool);
@@ -194,8 +212,9 @@ class Pipeline:
         delivered ones is owed a DSN from us.
         """
         started = self.clock()
+        stages: dict[str, float] = {}
         try:
-            outcome = await self._handle(message, lmtp)
+            outcome = await self._handle(message, lmtp, stages)
         except Exception as error:  # nothing is lost: every fault is a tempfail
             if not isinstance(error, ScannerError | RelayError):
                 self.faults.record("pipeline", error, message.log_id)
@@ -205,16 +224,24 @@ class Pipeline:
             )
             outcome = Outcome(message, (), failed)
         outcome = replace(outcome, elapsed=self.clock() - started)
-        log.info("%s", logline.outcome_line(outcome))
+        bank = policy.choose_bank(
+            message.envelope, self.config.server.listen, self.config.policy_banks
+        )
+        bank_name = next((n for n, b in self.config.policy_banks.items() if b is bank), None)
+        hostname = self.config.server.hostname
+        self.event_log.write(events.from_outcome(outcome, hostname, bank_name, stages))
         return outcome
 
-    async def _handle(self, message: Message, lmtp: bool) -> Outcome:
-        results = await self.scan(message)
+    async def _handle(self, message: Message, lmtp: bool, stages: dict[str, float]) -> Outcome:
+        mark = self.clock()
+        results = await self.scan(message, stages)
+        stages["scan"], mark = self.clock() - mark, self.clock()
         bank = policy.choose_bank(
             message.envelope, self.config.server.listen, self.config.policy_banks
         )
         context = policy.Context(self.config.server.hostname, self.config.policy, bank)
         verdicts = policy.decide(message, results, context)
+        stages["policy"], mark = self.clock() - mark, self.clock()
         for verdict in verdicts:
             detail_log.debug(
                 "(%s) <%s>: %s -> %s (%s)",
@@ -229,7 +256,9 @@ class Pipeline:
             reply = replies.tempfailed(message.log_id, tempfail)
             held = tuple(Disposition(v.recipient, v, Action.TEMPFAILED, reply) for v in verdicts)
             return Outcome(message, results, held)
-        return Outcome(message, results, await self._act(message, verdicts, lmtp))
+        dispositions = await self._act(message, verdicts, lmtp)
+        stages["reinject"] = self.clock() - mark
+        return Outcome(message, results, dispositions)
 
     async def _act(
         self, message: Message, verdicts: tuple[Verdict, ...], lmtp: bool

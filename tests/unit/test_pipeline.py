@@ -10,7 +10,7 @@ import pytest
 
 from contentfilter import config, replies
 from contentfilter.errors import NextHopRefused, NextHopUnavailable, ScannerUnavailable
-from contentfilter.logline import outcome_line
+from contentfilter.events import outcome_line
 from contentfilter.model import (
     Action,
     ContentsCategory,
