@@ -1,0 +1,62 @@
+"""`contentfilter status` against the real clamd and spamd, and stopped ones."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime
+
+from contentfilter.status import describe_version
+from tests.support.daemons import Clamd, Spamd, filter_command
+from tests.support.net import free_port
+from tests.support.sink import CaptureSink
+
+
+def status(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*filter_command(), "status", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_everything_up_prints_one_line_each_and_exits_0(
+    clamd: Clamd, spamd: Spamd, sink: CaptureSink
+) -> None:
+    result = status("--clamd", clamd.address, "--spamd", spamd.address, "--next-hop", sink.address)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(lines) == 3, lines
+    assert lines[0].startswith(f"clamd {clamd.address}: up: ClamAV ")
+    assert lines[1].startswith(f"spamd {spamd.address}: up: SPAMD/")
+    assert lines[1].endswith("PONG")
+    assert lines[2].startswith(f"next hop {sink.address}: up: 220 ")
+
+
+def test_a_stopped_clamd_and_a_stopped_next_hop_are_named_and_exit_1(spamd: Spamd) -> None:
+    stopped_clamd = f"127.0.0.1:{free_port()}"
+    stopped_hop = f"127.0.0.1:{free_port()}"
+    result = status("--clamd", stopped_clamd, "--spamd", spamd.address, "--next-hop", stopped_hop)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        f"clamd {stopped_clamd}: DOWN: connection refused",
+        result.stdout.splitlines()[1],
+        f"next hop {stopped_hop}: DOWN: connection refused",
+    ]
+    assert ": up: " in result.stdout.splitlines()[1]
+
+
+def test_a_stopped_spamd_is_down_but_not_critical_when_mail_passes_without_it(
+    clamd: Clamd, sink: CaptureSink
+) -> None:
+    stopped_spamd = f"127.0.0.1:{free_port()}"
+    result = status("--clamd", clamd.address, "--spamd", stopped_spamd, "--next-hop", sink.address)
+    assert result.returncode == 0, result.stdout
+    assert f"spamd {stopped_spamd}: down (not critical): connection refused" in result.stdout
+
+
+def test_the_signature_age_comes_from_clamds_version() -> None:
+    now = datetime(2026, 11, 30, 21, 0, tzinfo=UTC)
+    text = describe_version("ClamAV 1.0.7/27470/Sat Nov 29 09:00:00 2026", now)
+    assert text == "ClamAV 1.0.7, signatures 27470 from 2026-11-29 09:00, 36 h old"
+    assert describe_version("ClamAV 1.0.7", now) == "ClamAV 1.0.7, signature date not reported"
