@@ -68,9 +68,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--next-hop", help="HOST:PORT to relay to (default 127.0.0.1:10025)")
     serve.add_argument(
+        "--metrics",
+        metavar="HOST:PORT|off",
+        help="Prometheus /metrics and /healthz (metrics.listen, default 127.0.0.1:9191)",
+    )
+    serve.add_argument(
         "--log-json", metavar="PATH|stderr", help="one JSON event per message (log.json)"
     )
     serve.set_defaults(command_function=command_serve)
+    status = commands.add_parser(
+        "status", help="ask clamd, spamd and the next hop whether they answer; 1 if one is down"
+    )
+    _common_options(status)
+    status.add_argument("--next-hop", help="HOST:PORT of the next hop (default 127.0.0.1:10025)")
+    status.set_defaults(command_function=command_status)
     check = commands.add_parser("check-config", help="validate a config, print the effective one")
     _common_options(check, scanners=False)
     check.add_argument(
@@ -130,6 +141,8 @@ def load_config(arguments: argparse.Namespace) -> Config:
         data.setdefault("server", {})["listen"] = [arguments.listen]
     if getattr(arguments, "next_hop", None):
         data.setdefault("next_hop", {})["address"] = arguments.next_hop
+    if getattr(arguments, "metrics", None):
+        _section(data, "metrics")["listen"] = arguments.metrics
     if getattr(arguments, "log_json", None):
         _section(data, "log")["json"] = arguments.log_json
     _override_scanner(data, "clamav", getattr(arguments, "clamd", None), "servers")
@@ -226,6 +239,19 @@ async def serve(config: Config) -> None:
     pipeline = build_pipeline(config, next_hop)
     pipeline.event_log = events.open_event_log(config.log.json)
     server = Server(config, pipeline)
+    exporter = None
+    if config.metrics.address is not None:
+        from contentfilter import __version__
+        from contentfilter.metrics import Metrics, MetricsServer, config_hash
+
+        metrics = Metrics(__version__, config_hash(config_module.dump(config).encode()))
+        pipeline.metrics = metrics
+        metrics.sessions_active.set_function(lambda: server.sessions.active)
+        server.sessions.on_refused = metrics.session_refused
+        address = config.metrics.address
+        exporter = MetricsServer(metrics, address.host, address.port)
+        exporter.start()
+        log.info("metrics on http://%s/metrics", address)
     if pipeline.decoder is not None:
         await pipeline.decoder.start()
     await server.start()
@@ -244,6 +270,8 @@ async def serve(config: Config) -> None:
     await asyncio.sleep(0.2)  # let the last replies reach the clients
     await close_pipeline(pipeline)
     await next_hop.close()
+    if exporter is not None:
+        exporter.close()
     log.info("stopped")
 
 
@@ -356,6 +384,15 @@ def _spawn_listener(
     if protocol == "lmtp":
         return replace(chosen, protocol="lmtp")
     return replace(chosen, protocol="smtp") if protocol == "smtp" else chosen
+
+
+# --- status ---------------------------------------------------------------------------
+
+
+def command_status(config: Config, arguments: argparse.Namespace) -> int:
+    from contentfilter import status
+
+    return status.command(config)
 
 
 # --- check-config ---------------------------------------------------------------------

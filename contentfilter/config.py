@@ -148,6 +148,21 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """The Prometheus endpoint (`/metrics`, `/healthz`): HOST:PORT, or off."""
+
+    listen: str = "127.0.0.1:9191"
+
+    def __post_init__(self) -> None:
+        if self.listen != "off":
+            HostPort.parse(self.listen)
+
+    @property
+    def address(self) -> HostPort | None:
+        return None if self.listen == "off" else HostPort.parse(self.listen)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration tree."""
 
@@ -159,6 +174,7 @@ class Config:
     policy: PolicySettings = PolicySettings()
     policy_banks: dict[str, PolicyBank] = field(default_factory=dict)
     log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     def enabled_scanners(self) -> dict[str, ScannerSection]:
         return {name: s for name, s in self.scanners.items() if s.enabled}

@@ -131,7 +131,7 @@ class MessageEvent:
             "action": list(self.actions),
             "virusnames": list(self.virusnames),
             "banning_reason": self.banning_reason,
-            "spam_score": self.spam_score,
+            "spam_score": None if self.spam_score is None else round(self.spam_score, 3) + 0.0,
             "tests": {name: score for name, score in self.tests},
             "quarantine": self.quarantine,
             "recipients": [_plain(r) for r in self.recipients],

@@ -23,6 +23,7 @@ from contentfilter.decode.spool import Spool
 from contentfilter.decode.workers import DecoderPool
 from contentfilter.errors import RelayError, ScannerError, ScannerTimeout
 from contentfilter.faults import FaultCounter
+from contentfilter.metrics import Metrics
 from contentfilter.model import (
     Action,
     ContentsCategory,
@@ -77,6 +78,7 @@ class Pipeline:
     decoder: DecoderPool | None = None  # None: decode in this process (tests)
     faults: FaultCounter = field(default_factory=FaultCounter)
     event_log: events.EventLog = field(default_factory=events.EventLog)
+    metrics: Metrics | None = None
 
     # --- scanning ----------------------------------------------------------------------
 
@@ -213,12 +215,15 @@ class Pipeline:
         """
         started = self.clock()
         stages: dict[str, float] = {}
+        failure = None  # why no decision was reached, for the metrics
         try:
             outcome = await self._handle(message, lmtp, stages)
         except Exception as error:  # nothing is lost: every fault is a tempfail
             if not isinstance(error, ScannerError | RelayError):
                 self.faults.record("pipeline", error, message.log_id)
             reply = replies.failure(message.log_id, error)
+            failure = "scanner" if isinstance(error, ScannerError) else "internal"
+            failure = "disk_full" if reply.status == "4.3.1" else failure
             failed = tuple(
                 Disposition(r, None, Action.TEMPFAILED, reply) for r in message.envelope.recipients
             )
@@ -229,7 +234,10 @@ class Pipeline:
         )
         bank_name = next((n for n, b in self.config.policy_banks.items() if b is bank), None)
         hostname = self.config.server.hostname
-        self.event_log.write(events.from_outcome(outcome, hostname, bank_name, stages))
+        event = events.from_outcome(outcome, hostname, bank_name, stages)
+        self.event_log.write(event)
+        if self.metrics is not None:
+            self.metrics.observe(event, outcome, self.cache is not None, failure)
         return outcome
 
     async def _handle(self, message: Message, lmtp: bool, stages: dict[str, float]) -> Outcome:

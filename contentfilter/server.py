@@ -65,6 +65,7 @@ class SessionCounter:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.active = 0
+        self.on_refused: Callable[[str], None] = lambda reason: None  # metrics
 
     def enter(self) -> bool:
         if self.active >= self.limit:
@@ -156,11 +157,13 @@ class _FilterProtocol:
         host = peer[0] if isinstance(peer, tuple) else "local"
         if not local and not any(host in network for network in self.allowed_clients):
             log.warning("refused connection from %s: not in server.allowed_clients", host)
+            self.sessions.on_refused("not_allowed")
             await self.push(replies.render(replies.access_denied()))
             self.transport.close()
             return
         if not self.sessions.enter():
             log.warning("refused connection from %s: server.max_sessions reached", host)
+            self.sessions.on_refused("max_sessions")
             await self.push(replies.render(replies.too_many_sessions()))
             self.transport.close()
             return

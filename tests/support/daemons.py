@@ -281,6 +281,8 @@ def start_filter(
         config.write_text(config_text)
         argv += ["-c", str(config)]
     argv += list(extra_args)
+    if "--metrics" not in argv:  # many filters run at once: no shared default port
+        argv += ["--metrics", "off"]
     stderr_path = workdir / f"filter-{port}.log"
     environment = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(stderr_path, "wb") as stderr:
