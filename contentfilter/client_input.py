@@ -136,10 +136,9 @@ def xforward_problem(name: str, value: str) -> str | None:
     Postfix sends the values xtext-encoded (XFORWARD_README), so a control
     character or a byte that is not UTF-8 never comes from it.
     """
-    if _SURROGATE.search(value):
-        return "bad UTF-8"
-    if _CONTROL.search(value):
-        return "NUL character" if "\x00" in value else "control character"
+    problem = argument_problem(value)
+    if problem is not None:
+        return problem
     if name == "PORT" and not (_DIGITS.fullmatch(value) or value == "[UNAVAILABLE]"):
         return "not a port number"
     return None
