@@ -95,6 +95,14 @@ class NextHopRefused(RelayError):
     """The next hop answered a command with 4xx or 5xx."""
 
 
+class QuarantineError(ContentFilterError):
+    """The quarantine store could not keep, find or change something.
+
+    When storing a blocked message fails, the message is tempfailed (unless the
+    policy says to go on without the quarantine): it must not be dropped unkept.
+    """
+
+
 class SessionClosed(ContentFilterError, ConnectionResetError):
     """The filter ended an SMTP session (a client too slow or a line too long).
 
