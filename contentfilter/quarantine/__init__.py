@@ -176,8 +176,10 @@ class QuarantineStore(Protocol):
 
     async def stats(self) -> Stats: ...
 
-    async def use_token(self, token_id: str, expires: datetime) -> bool:
-        """Record a single-use token as spent: True the first time, False after."""
+    async def claim(self, key: str, expires: datetime) -> bool:
+        """Record `key` as used: True the first time, False every time after, from any
+        process or host. Single-use link tokens and "notify once" (a notice or digest
+        item never sent twice) are built on it; rows may be dropped after `expires`."""
         ...
 
     async def close(self) -> None: ...
