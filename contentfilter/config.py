@@ -19,6 +19,7 @@ from contentfilter.addresses import HostPort, Network
 from contentfilter.decoder_settings import DecoderLimits
 from contentfilter.errors import ConfigError
 from contentfilter.policy_settings import PolicyBank, PolicySettings
+from contentfilter.quarantine.notice_settings import NoticeSettings
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ class Config:
     policy_banks: dict[str, PolicyBank] = field(default_factory=dict)
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
+    notices: NoticeSettings = NoticeSettings()
 
     def enabled_scanners(self) -> dict[str, ScannerSection]:
         return {name: s for name, s in self.scanners.items() if s.enabled}

@@ -103,6 +103,19 @@ class QuarantineError(ContentFilterError):
     """
 
 
+class TokenError(ContentFilterError):
+    """A link token cannot be used: `reason` says why, in words a page can show.
+
+    `kind` is one of "malformed", "forged" (bad signature or another key), "expired",
+    "wrong-action", "wrong-recipient" and "used" (single use: it was acted on before).
+    """
+
+    def __init__(self, kind: str, reason: str) -> None:
+        self.kind = kind
+        self.reason = reason
+        super().__init__(reason)
+
+
 class SessionClosed(ContentFilterError, ConnectionResetError):
     """The filter ended an SMTP session (a client too slow or a line too long).
 

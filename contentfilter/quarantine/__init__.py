@@ -182,4 +182,10 @@ class QuarantineStore(Protocol):
         item never sent twice) are built on it; rows may be dropped after `expires`."""
         ...
 
+    async def unclaim(self, key: str) -> None:
+        """Forget `key`, so the next `claim(key)` is True again: for a claimed action that
+        did not happen (a notice the next hop refused, a release it tempfailed), to be
+        retried. Unknown keys are ignored."""
+        ...
+
     async def close(self) -> None: ...
