@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="CONFIG_DIR",
         help="also check Postfix's settings (postconf; default directory: Postfix's own)",
     )
+    check.add_argument(
+        "--ping",
+        action="store_true",
+        help="also ask every configured clamd, spamd and the next hop; 1 if one fails",
+    )
     check.set_defaults(command_function=command_check_config)
     scan = commands.add_parser("scan", help="run the pipeline offline on one message")
     _common_options(scan)
@@ -240,17 +245,22 @@ async def serve(config: Config) -> None:
     pipeline.event_log = events.open_event_log(config.log.json)
     server = Server(config, pipeline)
     exporter = None
+    tasks: set[asyncio.Task[None]] = set()
     if config.metrics.address is not None:
-        from contentfilter import __version__
+        from contentfilter import __version__, status
         from contentfilter.metrics import Metrics, MetricsServer, config_hash
 
         metrics = Metrics(__version__, config_hash(config_module.dump(config).encode()))
         pipeline.metrics = metrics
         metrics.sessions_active.set_function(lambda: server.sessions.active)
         server.sessions.on_refused = metrics.session_refused
+        next_hop.on_connection = metrics.next_hop_connection
         address = config.metrics.address
-        exporter = MetricsServer(metrics, address.host, address.port)
+        exporter = MetricsServer(metrics, address.host, address.port, _health(config, metrics))
         exporter.start()
+        if config.metrics.probe_interval:
+            probe = status.probe_forever(config, metrics.probed, config.metrics.probe_interval)
+            tasks.add(asyncio.create_task(probe))
         log.info("metrics on http://%s/metrics", address)
     if pipeline.decoder is not None:
         await pipeline.decoder.start()
@@ -265,6 +275,8 @@ async def serve(config: Config) -> None:
         ", ".join(s.name for s in pipeline.scanners) or "none",
     )
     await stop.wait()
+    for task in tasks:
+        task.cancel()
     log.info("stopping: finishing messages in progress")
     await server.drain(DRAIN_TIMEOUT)
     await asyncio.sleep(0.2)  # let the last replies reach the clients
@@ -273,6 +285,19 @@ async def serve(config: Config) -> None:
     if exporter is not None:
         exporter.close()
     log.info("stopped")
+
+
+def _health(config: Config, metrics: Any) -> Any:
+    """`/healthz`: the checks of `status` (a few seconds at most), run in the HTTP
+    server's thread; their answers update `scanner_up` too."""
+    from contentfilter import status
+
+    def health() -> tuple[bool, dict[str, object]]:
+        checks = asyncio.run(status.run_checks(config, status.HEALTH_TIMEOUT))
+        metrics.probed(checks)
+        return status.health(checks)
+
+    return health
 
 
 # --- pipe and spawn: one process per message or session ------------------------------
@@ -402,8 +427,13 @@ def command_check_config(config: Config, arguments: argparse.Namespace) -> int:
     source = arguments.config or "built-in defaults"
     print(f"# {source}: OK. Effective configuration:")
     print(config_module.dump(config, scanners.load_settings(config.scanners)), end="")
+    failed = 0
+    if arguments.ping:
+        from contentfilter import status
+
+        failed = status.ping_command(config)
     if arguments.postfix is None:
-        return 0
+        return failed
     from contentfilter import postfix_check
 
     problems = postfix_check.check(arguments.postfix or None)
@@ -411,7 +441,7 @@ def command_check_config(config: Config, arguments: argparse.Namespace) -> int:
         print(f"contentfilter: Postfix: {problem}", file=sys.stderr)
     if not problems:
         print(f"# Postfix ({arguments.postfix or 'default configuration'}): OK")
-    return 1 if problems else 0
+    return 1 if problems or failed else 0
 
 
 # --- scan -----------------------------------------------------------------------------

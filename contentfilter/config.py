@@ -150,13 +150,22 @@ class LogSettings:
 
 @dataclass(frozen=True)
 class MetricsSettings:
-    """The Prometheus endpoint (`/metrics`, `/healthz`): HOST:PORT, or off."""
+    """The Prometheus endpoint (`/metrics`, `/healthz`): HOST:PORT, or off.
+
+    `probe_interval`: seconds between the PINGs to clamd and spamd behind
+    `scanner_up` and clamd's signature age (0: only messages update them).
+    """
 
     listen: str = "127.0.0.1:9191"
+    probe_interval: float = 30.0
 
     def __post_init__(self) -> None:
         if self.listen != "off":
             HostPort.parse(self.listen)
+        if not 0 <= self.probe_interval <= 3600:
+            raise ValueError(
+                f"probe_interval: expected 0 to 3600 seconds (got {self.probe_interval})"
+            )
 
     @property
     def address(self) -> HostPort | None:
@@ -214,8 +223,17 @@ def from_mapping(data: object) -> Config:
         raise ConfigError("", "the config file must be a mapping of sections", data)
     data = dict(data)
     scanners = _scanner_sections(data.pop("scanners", None))
+    for section, key in (("metrics", "listen"), ("log", "json")):
+        _switched_off(data, section, key)
     config = schema.build(Config, data)
     return replace(config, scanners=scanners)
+
+
+def _switched_off(data: dict[Any, Any], section: str, key: str) -> None:
+    """`listen: off` unquoted: YAML 1.1 reads off (and no) as false, meant as "off"."""
+    entry = data.get(section)
+    if isinstance(entry, Mapping) and entry.get(key) is False:
+        data[section] = {**entry, key: "off"}
 
 
 def _scanner_sections(section: object) -> dict[str, ScannerSection]:

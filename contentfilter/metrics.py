@@ -3,15 +3,26 @@
 One registry per process (`Metrics.registry`), served with `/healthz` by
 `MetricsServer` on `metrics.listen` (loopback by default). Durations are histograms
 per stage, never averages. No custom collectors: every value is a plain counter,
-gauge or histogram updated where it happens.
+gauge or histogram declared in `Metrics.__init__` and updated where it happens, so
+prometheus-client's multiprocess mode can take them as they are (each gauge says how
+the values of several processes combine: `multiprocess_mode`).
+
+Parts of the product that have no metrics object of their own call the small
+functions here: `observe` (a message), `probed` (the periodic clamd/spamd checks),
+`next_hop_reply` and `next_hop_connection` (the relay), `decoded` (the decoder's
+problems), `reloaded` (a configuration reload), `quarantined`,
+`quarantine_failed`, `quarantine_held`, `released` and `notified` (the quarantine).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
+import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
@@ -20,9 +31,24 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from contentfilter.events import MessageEvent
 from contentfilter.model import Action, Outcome, ScanResult
 
+if TYPE_CHECKING:
+    from contentfilter.quarantine import Stats
+    from contentfilter.status import Check
+
 NAMESPACE = "contentfilter"
 SIZE_BUCKETS = (1e3, 4e3, 16e3, 64e3, 256e3, 1e6, 4e6, 16e6, 64e6)
 TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+# The decoder's problem texts (contentfilter.decode) that mean a limit was reached,
+# by the setting (decoder.*) that set it.
+DECODER_LIMITS = (
+    ("Maximum decoding depth", "max_depth"),
+    ("Maximum MIME nesting depth", "max_mime_depth"),
+    ("Maximum number of files", "max_files"),
+    ("Exceeded storage quota", "max_total_bytes"),
+    ("Member larger than max_member_size", "max_member_size"),
+    ("Decoder killed after", "timeout"),
+)
 
 
 class Metrics:
@@ -62,12 +88,92 @@ class Metrics:
             "Scanner answers by result: ok, cached, failed, skipped",
             ["scanner", "result"],
         )
-        self.scanner_up = Gauge(
+
+        def gauge(name: str, text: str, labels: Iterable[str] = (), mode: str = "all") -> Gauge:
+            return Gauge(
+                name,
+                text,
+                list(labels),
+                namespace=NAMESPACE,
+                registry=registry,
+                multiprocess_mode=mode,  # type: ignore[arg-type]
+            )
+
+        self.scanner_up = gauge(
             "scanner_up",
-            "1 when the scanner's last request was answered, 0 when it failed",
+            "1 when the scanner's last request or probe was answered, 0 when it failed",
             ["scanner"],
-            namespace=NAMESPACE,
-            registry=registry,
+            "mostrecent",
+        )
+        self.clamd_signatures_age = gauge(
+            "clamd_signatures_age_seconds",
+            "Age of clamd's signature database (VERSION), at the last probe",
+            ["server"],
+            "mostrecent",
+        )
+        self.clamd_version = gauge(
+            "clamd_version_info",
+            "clamd's engine and signature database version (VERSION), value 1",
+            ["server", "engine", "signatures"],
+            "mostrecent",
+        )
+        self._clamd_versions: dict[str, tuple[str, str]] = {}
+        self.decoder_limits = counter(
+            "decoder_limit_hits",
+            "Messages whose decoding reached a limit, by the decoder setting",
+            ["limit"],
+        )
+        self.decoder_failures = counter(
+            "decoder_failures",
+            "Messages whose decoder process crashed or failed (UNCHECKED)",
+        )
+        self.next_hop_replies = counter(
+            "next_hop_replies",
+            "Next hop's answers per recipient by class: 2xx, 4xx, 5xx, none (no answer)",
+            ["class"],
+        )
+        self.next_hop_connections = counter(
+            "next_hop_connections",
+            "Transactions to the next hop by connection: new or reused",
+            ["connection"],
+        )
+        self.reloads = counter("config_reloads", "Configuration reloads by result", ["result"])
+        self.last_reload = gauge(
+            "config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully (start or reload)",
+            mode="max",
+        )
+        self.quarantine_stored = counter(
+            "quarantine_stored",
+            "Messages kept in the quarantine, by contents category",
+            ["category"],
+        )
+        self.quarantine_stored_bytes = counter(
+            "quarantine_stored_bytes", "Bytes of the messages kept in the quarantine"
+        )
+        self.quarantine_failures = counter(
+            "quarantine_store_failures", "Messages the quarantine store failed to keep (451)"
+        )
+        self.quarantine_items = gauge(
+            "quarantine_items",
+            "Messages held in the quarantine by contents category, at the last look",
+            ["category"],
+            "mostrecent",
+        )
+        self.quarantine_oldest = gauge(
+            "quarantine_oldest_item_age_seconds",
+            "Age of the oldest message held in the quarantine, at the last look",
+            mode="mostrecent",
+        )
+        self.quarantine_releases = counter(
+            "quarantine_releases",
+            "Releases from the quarantine by result and channel (cli, link, web, api)",
+            ["result", "channel"],
+        )
+        self.notifications = counter(
+            "quarantine_notifications",
+            "Quarantine notices and digests sent, by kind and result",
+            ["kind", "result"],
         )
         self.cache = counter("cache_lookups", "Result cache lookups by result", ["result"])
         self.tempfails = counter(
@@ -75,9 +181,7 @@ class Metrics:
             "Messages answered 4xx, by reason: scanner, next_hop, policy, disk_full, internal",
             ["reason"],
         )
-        self.sessions_active = Gauge(
-            "smtp_sessions_active", "SMTP sessions open", namespace=NAMESPACE, registry=registry
-        )
+        self.sessions_active = gauge("smtp_sessions_active", "SMTP sessions open", mode="livesum")
         self.sessions_refused = counter(
             "smtp_sessions_refused",
             "SMTP connections refused, by reason: max_sessions, not_allowed",
@@ -87,6 +191,8 @@ class Metrics:
             "build", "Version and loaded config", namespace=NAMESPACE, registry=registry
         )
         self.build.info({"version": version, "config_hash": config_hash})
+        self.version = version
+        self.last_reload.set(time.time())
 
     def observe(
         self,
@@ -118,6 +224,95 @@ class Metrics:
 
     def session_refused(self, reason: str) -> None:
         self.sessions_refused.labels(reason).inc()
+
+    def decoded(self, problems: Iterable[str]) -> None:
+        """Count the limits one decoding reached (its `DecodedMessage.problems`)."""
+        limits = {decoder_limit(problem) for problem in problems}
+        for limit in limits - {None, "failure"}:
+            self.decoder_limits.labels(limit).inc()
+        if "failure" in limits:
+            self.decoder_failures.inc()
+
+    def next_hop_reply(self, code: int | None) -> None:
+        """One recipient's answer from the next hop; None: no answer (connection lost...)."""
+        self.next_hop_replies.labels(f"{code // 100}xx" if code else "none").inc()
+
+    def next_hop_connection(self, reused: bool) -> None:
+        self.next_hop_connections.labels("reused" if reused else "new").inc()
+
+    def probed(self, checks: Iterable[Check], now: float | None = None) -> None:
+        """The periodic clamd and spamd checks: `scanner_up` (up when one of a scanner's
+        servers answers), clamd's signature age and version."""
+        from contentfilter.status import ClamdVersion
+
+        up: dict[str, bool] = {}
+        for check in checks:
+            if not check.scanner:
+                continue
+            up[check.scanner] = up.get(check.scanner, False) or check.up
+            if not check.version:
+                continue
+            parsed = ClamdVersion.parse(check.version)
+            self._clamd_version(check.target, parsed.engine, parsed.signatures)
+            age = parsed.age(None if now is None else datetime_utc(now))
+            if age is not None:
+                self.clamd_signatures_age.labels(check.target).set(age)
+        for scanner, answered in up.items():
+            self.scanner_up.labels(scanner).set(answered)
+
+    def _clamd_version(self, server: str, engine: str, signatures: str) -> None:
+        old = self._clamd_versions.get(server)
+        if old is not None and old != (engine, signatures):
+            self.clamd_version.remove(server, *old)  # only the version running now is 1
+        self._clamd_versions[server] = (engine, signatures)
+        self.clamd_version.labels(server, engine, signatures).set(1)
+
+    def reloaded(self, ok: bool, config_hash: str | None = None) -> None:
+        """A configuration reload: counted by result; on success the loaded config's hash
+        goes into `build_info` and the time into the last-success gauge."""
+        self.reloads.labels("success" if ok else "failure").inc()
+        if ok:
+            self.last_reload.set(time.time())
+            if config_hash is not None:
+                self.build.info({"version": self.version, "config_hash": config_hash})
+
+    def quarantined(self, category: str, size: int) -> None:
+        """A message kept in the quarantine (`category`: its config name, e.g. virus)."""
+        self.quarantine_stored.labels(category).inc()
+        self.quarantine_stored_bytes.inc(size)
+
+    def quarantine_failed(self) -> None:
+        self.quarantine_failures.inc()
+
+    def quarantine_held(self, stats: Stats, oldest_age: float | None = None) -> None:
+        """What the store holds now (`QuarantineStore.stats`), and the oldest item's age."""
+        for category, count in stats.by_category.items():
+            self.quarantine_items.labels(category).set(count)
+        if oldest_age is not None:
+            self.quarantine_oldest.set(oldest_age)
+
+    def released(self, result: str, channel: str) -> None:
+        """A release: `result` released, refused, failed...; `channel` cli, link, web, api."""
+        self.quarantine_releases.labels(result, channel).inc()
+
+    def notified(self, kind: str, result: str) -> None:
+        """A notice or digest sent (`kind`: notice, digest; `result`: sent, failed)."""
+        self.notifications.labels(kind, result).inc()
+
+
+def decoder_limit(problem: str) -> str | None:
+    """The decoder setting a problem text says was reached; "failure" for a crashed or
+    failed decoder process; None for damage in the message itself."""
+    for start, limit in DECODER_LIMITS:
+        if problem.startswith(start):
+            return limit
+    if problem.startswith(("Decoder crashed", "Decoder error", "Decoder ")):
+        return "failure"
+    return None
+
+
+def datetime_utc(stamp: float) -> datetime:
+    return datetime.fromtimestamp(stamp, UTC)
 
 
 def scanner_state(result: ScanResult) -> str:
@@ -156,23 +351,38 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+Health = Callable[[], tuple[bool, dict[str, object]]]
+
+
+def _always_healthy() -> tuple[bool, dict[str, object]]:
+    return True, {"status": "ok", "broken": [], "checks": []}
+
+
 class MetricsServer:
-    """`/metrics` (Prometheus text format) and `/healthz` on one address, in a thread."""
+    """`/metrics` (Prometheus text format) and `/healthz` on one address, in a thread.
+
+    `/healthz` answers 200 or 503 with the JSON body `health` returns; a fault in
+    `health` itself is a 503 naming it.
+    """
 
     def __init__(
-        self, metrics: Metrics, host: str, port: int, healthy: Callable[[], bool] = lambda: True
+        self, metrics: Metrics, host: str, port: int, health: Health = _always_healthy
     ) -> None:
         exporter = make_wsgi_app(metrics.registry)
 
         def app(environ: dict[str, Any], start_response: Any) -> Any:
-            if environ.get("PATH_INFO") == "/healthz":
-                ok = healthy()
-                start_response(
-                    "200 OK" if ok else "503 Service Unavailable",
-                    [("Content-Type", "text/plain; charset=utf-8")],
-                )
-                return [b"ok\n" if ok else b"unhealthy\n"]
-            return exporter(environ, start_response)
+            if environ.get("PATH_INFO") != "/healthz":
+                return exporter(environ, start_response)
+            try:
+                ok, body = health()
+            except Exception as error:
+                reason = f"healthz: internal error ({type(error).__name__})"
+                ok, body = False, {"status": "down", "broken": [reason], "checks": []}
+            start_response(
+                "200 OK" if ok else "503 Service Unavailable",
+                [("Content-Type", "application/json"), ("Cache-Control", "no-store")],
+            )
+            return [json.dumps(body).encode() + b"\n"]
 
         self.server = make_server(
             host, port, app, server_class=ThreadingWSGIServer, handler_class=_QuietHandler

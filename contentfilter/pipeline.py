@@ -126,10 +126,13 @@ class Pipeline:
     ) -> DecodedMessage:
         started = self.clock()
         try:
-            return await self.decode(message, spool)
+            decoded = await self.decode(message, spool)
         finally:
             if stages is not None:
                 stages["decode"] = self.clock() - started
+        if self.metrics is not None:
+            self.metrics.decoded(decoded.problems)
+        return decoded
 
     async def decode(self, message: Message, spool: Spool | None = None) -> DecodedMessage:
         """The message's parts, decoded in a worker process (in this one without a pool);
@@ -206,15 +209,18 @@ class Pipeline:
 
     # --- the whole message -------------------------------------------------------------
 
-    async def handle(self, message: Message, lmtp: bool = False) -> Outcome:
+    async def handle(
+        self, message: Message, lmtp: bool = False, received: float | None = None
+    ) -> Outcome:
         """Scan, decide and act: one disposition per recipient; reply only after this.
 
         Without `lmtp` one SMTP reply will cover every recipient (`replies.combine`),
         so a recipient to tempfail tempfails them all, and a refused recipient next to
-        delivered ones is owed a DSN from us.
+        delivered ones is owed a DSN from us. `received`: the seconds DATA took to
+        arrive, for the event's `receive` stage.
         """
         started = self.clock()
-        stages: dict[str, float] = {}
+        stages: dict[str, float] = {} if received is None else {"receive": received}
         failure = None  # why no decision was reached, for the metrics
         try:
             outcome = await self._handle(message, lmtp, stages)
@@ -295,9 +301,7 @@ class Pipeline:
         )
         label = self.next_hop.label
         try:
-            delivery = await self.next_hop.deliver(
-                message.envelope, [v.recipient for v in cluster], data
-            )
+            delivery = await self._deliver(message.envelope, [v.recipient for v in cluster], data)
         except RelayError as error:
             log.warning("(%s) next hop: %s", message.log_id, error)
             reply = replies.next_hop_failed(message.log_id, label, error)
@@ -373,7 +377,23 @@ class Pipeline:
             envid=message.envelope.envid,
         )
         envelope = Envelope("", (Recipient(message.envelope.mail_from),))
-        await self.next_hop.deliver(envelope, envelope.recipients, dsn)
+        await self._deliver(envelope, envelope.recipients, dsn)
+
+    async def _deliver(
+        self, envelope: Envelope, recipients: Sequence[Recipient], data: bytes
+    ) -> Delivery:
+        """The next hop's `deliver`, its answers counted per recipient."""
+        try:
+            delivery = await self.next_hop.deliver(envelope, recipients, data)
+        except RelayError as error:
+            if self.metrics is not None:
+                for _ in recipients:
+                    self.metrics.next_hop_reply(error.code)
+            raise
+        if self.metrics is not None:
+            for answer in delivery.recipients:
+                self.metrics.next_hop_reply(answer.code)
+        return delivery
 
 
 def _decoded_in_full(message: Message, decoding: asyncio.Task[DecodedMessage] | None) -> bool:

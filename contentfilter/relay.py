@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -72,6 +72,8 @@ class NextHop:
         self._idle: list[_Connection] = []
         self._closing: set[asyncio.Task[None]] = set()
         self.label = f"[{settings.address.host}]:{settings.address.port}"
+        # told for each transaction whether it reuses a session (True) or opens one
+        self.on_connection: Callable[[bool], None] | None = None
 
     async def deliver(
         self,
@@ -113,8 +115,15 @@ class NextHop:
                 log.debug("reused session to %s is gone (%s), reconnecting", self.label, error)
                 connection.client.close()
                 continue
+            self._count_connection(True)
             return connection
-        return _Connection(await self._connect())
+        connection = _Connection(await self._connect())
+        self._count_connection(False)
+        return connection
+
+    def _count_connection(self, reused: bool) -> None:
+        if self.on_connection is not None:
+            self.on_connection(reused)
 
     async def _connect(self) -> aiosmtplib.SMTP:
         settings = self.settings

@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,6 +50,7 @@ class FilterEnvelope(Envelope):
         self.xforward: dict[str, str] = {}
         self.dsn: dict[str, str] = {}
         self.recipients: list[Recipient] = []
+        self.received: float | None = None  # seconds from the DATA reply to end-of-DATA
 
 
 _sequence = itertools.count(1)
@@ -219,9 +221,11 @@ class _FilterProtocol:
             await self.push(replies.render(replies.syntax_error("Syntax: DATA")))
             return
         await self.push(replies.render(replies.start_data()))
+        started = time.monotonic()
         self._reader.start_data()
         content = await read_data(self._reader, self.data_size_limit)  # type: ignore[attr-defined]
         self._reader.end_data()
+        self.envelope.received = time.monotonic() - started
         if content is None:
             await self.push(replies.render(replies.size_exceeded()))
             self._set_post_data_state()  # type: ignore[attr-defined]
@@ -426,7 +430,7 @@ class Handler:
             reply = replies.bare_line_ending()
             log.warning("(%s) rejected: %s", log_id, reply.text)
             return [reply] * (len(message.envelope.recipients) if lmtp else 1)
-        outcome = await self.pipeline.handle(message, lmtp=lmtp)
+        outcome = await self.pipeline.handle(message, lmtp=lmtp, received=envelope.received)
         if lmtp:
             return replies.per_recipient(outcome.dispositions)
         return [replies.combine(log_id, outcome.dispositions)]

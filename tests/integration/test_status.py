@@ -1,9 +1,11 @@
-"""`contentfilter status` against the real clamd and spamd, and stopped ones."""
+"""`contentfilter status` and `check-config --ping` against the real clamd, spamd and
+next hop, and stopped ones."""
 
 from __future__ import annotations
 
 import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
 
 from contentfilter.status import describe_version
 from tests.support.daemons import Clamd, Spamd, filter_command
@@ -60,3 +62,55 @@ def test_the_signature_age_comes_from_clamds_version() -> None:
     text = describe_version("ClamAV 1.0.7/27470/Sat Nov 29 09:00:00 2026", now)
     assert text == "ClamAV 1.0.7, signatures 27470 from 2026-11-29 09:00, 36 h old"
     assert describe_version("ClamAV 1.0.7", now) == "ClamAV 1.0.7, signature date not reported"
+
+
+def check_config_ping(
+    tmp_path: Path, clamd: str, spamd: str, next_hop: str
+) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "contentfilter.yaml"
+    config.write_text(
+        f"next_hop:\n  address: {next_hop!r}\n"
+        f"scanners:\n  clamav:\n    servers: [{clamd!r}]\n"
+        f"  spamassassin:\n    server: {spamd!r}\n  banned: {{}}\n"
+    )
+    return subprocess.run(
+        [*filter_command(), "check-config", "-c", str(config), "--ping"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def ping_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line.startswith(("OK ", "FAIL "))]
+
+
+def test_check_config_ping_says_ok_for_each_key_when_everything_answers(
+    tmp_path: Path, clamd: Clamd, spamd: Spamd, sink: CaptureSink
+) -> None:
+    result = check_config_ping(tmp_path, clamd.address, spamd.address, sink.address)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(f"# {tmp_path / 'contentfilter.yaml'}: OK.")
+    lines = ping_lines(result)
+    assert len(lines) == 3, lines
+    assert lines[0].startswith(f"OK scanners.clamav.servers[0]: {clamd.address}: ClamAV ")
+    assert lines[1].startswith(f"OK scanners.spamassassin.server: {spamd.address}: SPAMD/")
+    assert lines[2].startswith(f"OK next_hop.address: {sink.address}: 220 ")
+
+
+def test_check_config_ping_names_the_key_of_each_stopped_daemon_and_fails(
+    tmp_path: Path, clamd: Clamd
+) -> None:
+    stopped_spamd = f"127.0.0.1:{free_port()}"
+    stopped_hop = f"127.0.0.1:{free_port()}"
+    result = check_config_ping(tmp_path, clamd.address, stopped_spamd, stopped_hop)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert ping_lines(result)[1:] == [
+        f"FAIL scanners.spamassassin.server: {stopped_spamd}: connection refused",
+        f"FAIL next_hop.address: {stopped_hop}: connection refused",
+    ]
+    missing = tmp_path / "no-such-dir" / "clamd.ctl"
+    result = check_config_ping(tmp_path, str(missing), stopped_spamd, stopped_hop)
+    assert ping_lines(result)[0] == (
+        f"FAIL scanners.clamav.servers[0]: {missing}: no such file or directory"
+    )
