@@ -253,7 +253,7 @@ class Metrics:
             if not check.version:
                 continue
             parsed = ClamdVersion.parse(check.version)
-            self._clamd_version(check.target, parsed.engine, parsed.signatures)
+            self._clamd_version(check.target, parsed.engine[:80], parsed.signatures[:40])
             age = parsed.age(None if now is None else datetime_utc(now))
             if age is not None:
                 self.clamd_signatures_age.labels(check.target).set(age)

@@ -134,12 +134,12 @@ async def check_clamd(
 def describe_version(version: str, now: datetime | None = None) -> str:
     """`ClamAV 1.0.7/27470/Sat Nov 29 09:32:05 2026` -> its engine, signature version and age."""
     parsed = ClamdVersion.parse(version)
-    if not parsed.signatures or "/" not in version.partition("/")[2]:
+    stamp = version.strip().split("/", 2)[2:]
+    if not stamp:
         return f"{parsed.engine}, signature date not reported"
     age = parsed.age(now)
     if parsed.built is None or age is None:
-        stamp = version.split("/", 2)[2]
-        return f"{parsed.engine}, signatures {parsed.signatures} ({stamp})"
+        return f"{parsed.engine}, signatures {parsed.signatures} ({stamp[0]})"
     return (
         f"{parsed.engine}, signatures {parsed.signatures} from {parsed.built:%Y-%m-%d %H:%M},"
         f" {age / 3600:.0f} h old"
