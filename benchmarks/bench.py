@@ -1,11 +1,15 @@
-"""Side-by-side benchmark: contentfilter, amavisd-new and the direct path.
+"""Side-by-side benchmark: contentfilter, fuglu, amavisd-new, clamsmtp and the direct path.
 
 One run starts one clamd, one spamd (both from tests/support/daemons.py) and one
-counting sink (benchmarks/sink.py) and, per mode, one contentfilter and one
-private amavisd-new (benchmarks/amavis.py) that both relay to the sink. For each
+counting sink (benchmarks/sink.py) and, per mode, one contentfilter, one private
+amavisd-new (benchmarks/amavis.py), one fuglu (benchmarks/fuglu.py) and, in mode
+b, one clamsmtp (benchmarks/clamsmtp.py), all relaying to the sink. For each
 mode x mix x concurrency it drives every filter in turn with the same message
 mix (benchmarks/loadgen.py, a separate process) and records msgs/s, latency
 p50/p99, the filter's CPU per message and the peak RSS of its process tree.
+Then, per mode, Postfix's smtp-source sends one repeated body, one connection
+per message (benchmarks/source.py), to each filter; contentfilter runs that part
+with its result cache off, since the body repeats.
 
 Modes: a = no scanners (pure relay), b = ClamAV, c = ClamAV + SpamAssassin.
 "direct" is the load generator talking straight to the sink: the harness's
@@ -42,12 +46,19 @@ if str(REPO) not in sys.path:
 
 from benchmarks import messages, procmon, report, stats  # noqa: E402
 from benchmarks import profile as profiling  # noqa: E402
+from benchmarks import source as smtp_source  # noqa: E402
 from benchmarks.amavis import AmavisSettings, start_amavis  # noqa: E402
+from benchmarks.clamsmtp import start_clamsmtp  # noqa: E402
+from benchmarks.fuglu import FugluSettings, start_fuglu  # noqa: E402
 from tests.support.daemons import start_clamd, start_filter, start_spamd  # noqa: E402
 from tests.support.net import free_port, smtp_greeting, wait_until  # noqa: E402
 
-FILTERS = ("contentfilter", "amavisd-new", "direct")
+FILTERS = ("contentfilter", "fuglu", "amavisd-new", "clamsmtp", "direct")
 MODES = {"a": "no scanners (pure relay)", "b": "ClamAV", "c": "ClamAV + SpamAssassin"}
+CLAMSMTP_MODES = "b"  # clamsmtp has ClamAV and nothing else
+# time to first byte and the 50 MB message: the filters that take any size
+EXTRAS_FILTERS = ("contentfilter", "amavisd-new", "direct")
+WORKER_COUNTS = (1, 2)  # contentfilter serve --workers N, in mode a, when it has the option
 
 # contentfilter's configuration per mode; the daemons' addresses come from the
 # command line (--clamd/--spamd), as an administrator would pass them.
@@ -56,6 +67,7 @@ CONTENTFILTER_CONFIG = {
     "b": "scanners:\n  clamav: {}\n  banned: {}\n",
     "c": "scanners:\n  clamav: {}\n  spamassassin: {}\n  banned: {}\n",
 }
+NO_CACHE = "cache: {enabled: false}\n"  # for smtp-source's repeated body
 
 
 @dataclass
@@ -66,6 +78,7 @@ class Target:
     address: str
     pid: int
     protocol: str = "smtp"
+    max_use: int = 20  # messages per session (Postfix's max_use)
 
 
 @dataclass
@@ -75,6 +88,7 @@ class Daemons:
     spamd_pid: int
     spamd_address: str
     sink: Target
+    clamd_socket: Path
 
 
 class Bench:
@@ -87,6 +101,7 @@ class Bench:
         self.points: list[dict[str, Any]] = []
         self.extras: list[dict[str, Any]] = []
         self.profiles: list[dict[str, Any]] = []
+        self.workers_supported = False
 
     # --- load generator -------------------------------------------------------
 
@@ -119,6 +134,8 @@ class Bench:
             str(out),
             "--spamd-size-limit",
             str(self.args.spamd_size_limit),
+            "--max-use",
+            str(target.max_use),
         ]
         if count is not None:
             command += ["--count", str(count)]
@@ -147,24 +164,47 @@ class Bench:
         sink = json.loads(sink_query(daemons.sink, "XSTATS"))
         point: dict[str, Any] = {
             "filter": target.name,
+            "driver": "loadgen",
             "mode": mode,
             "mix": mix,
             "concurrency": concurrency,
         }
         point |= stats.summarise(result)
-        sent = max(1, point["sent"])
-        busy = after["machine"] - before["machine"]
-        point |= {
-            "cpu_ms_per_msg": round(1000 * (after["filter"] - before["filter"]) / sent, 2),
-            "clamd_cpu_ms_per_msg": round(1000 * (after["clamd"] - before["clamd"]) / sent, 2),
-            "spamd_cpu_ms_per_msg": round(1000 * (after["spamd"] - before["spamd"]) / sent, 2),
-            "machine_busy_pct": round(100 * busy / max(1e-9, after["total"] - before["total"]), 1),
-            "peak_rss_mb": round(sampler.memory.peak_rss / procmon.MB, 1),
-            "peak_pss_mb": round(sampler.memory.peak_pss / procmon.MB, 1),
-            "peak_processes": sampler.memory.peak_processes,
-            "delivered": sink["messages"],
-            "spam_flagged": sink["spam_flagged"],
+        point |= _resources(before, after, sampler, sink, point["sent"])
+        self.points.append(point)
+        print(report.point_line(point), flush=True)
+        return point
+
+    def measure_source(
+        self, daemons: Daemons, target: Target, mode: str, mix: str, concurrency: int
+    ) -> dict[str, Any]:
+        """One point driven by smtp-source: the same body again and again."""
+        args = self.args
+        body = smtp_source.message_file(self.workdir, mix, 7_000_000)
+        smtp_source.run(target.address, body, concurrency, 2 * concurrency)  # warm-up
+        sink_query(daemons.sink, "XRESET")
+        count = args.source_count if mode != "c" else args.source_count_spam
+        before = self._cpu(daemons, target)
+        with procmon.TreeSampler(target.pid) as sampler:
+            run = smtp_source.run(target.address, body, concurrency, count)
+        after = self._cpu(daemons, target)
+        sink = json.loads(sink_query(daemons.sink, "XSTATS"))
+        point: dict[str, Any] = {
+            "filter": target.name,
+            "driver": "smtp-source",
+            "mode": mode,
+            "mix": mix,
+            "concurrency": concurrency,
+            "sent": run.messages,
+            "seconds": round(run.seconds, 3),
+            "msgs_per_s": round(run.messages / run.seconds, 2),
+            "p50_ms": float("nan"),
+            "p99_ms": float("nan"),
+            "replies": {"exit": run.returncode},
+            "failure_examples": [run.errors] if run.errors else [],
+            "kinds": {},
         }
+        point |= _resources(before, after, sampler, sink, run.messages)
         self.points.append(point)
         print(report.point_line(point), flush=True)
         return point
@@ -242,6 +282,29 @@ class Bench:
         )
 
 
+def _resources(
+    before: dict[str, float],
+    after: dict[str, float],
+    sampler: procmon.TreeSampler,
+    sink: dict[str, Any],
+    sent: int,
+) -> dict[str, Any]:
+    """CPU per message of the target, clamd and spamd; memory; what reached the sink."""
+    sent = max(1, sent)
+    busy = after["machine"] - before["machine"]
+    return {
+        "cpu_ms_per_msg": round(1000 * (after["filter"] - before["filter"]) / sent, 2),
+        "clamd_cpu_ms_per_msg": round(1000 * (after["clamd"] - before["clamd"]) / sent, 2),
+        "spamd_cpu_ms_per_msg": round(1000 * (after["spamd"] - before["spamd"]) / sent, 2),
+        "machine_busy_pct": round(100 * busy / max(1e-9, after["total"] - before["total"]), 1),
+        "peak_rss_mb": round(sampler.memory.peak_rss / procmon.MB, 1),
+        "peak_pss_mb": round(sampler.memory.peak_pss / procmon.MB, 1),
+        "peak_processes": sampler.memory.peak_processes,
+        "delivered": sink["messages"],
+        "spam_flagged": sink["spam_flagged"],
+    }
+
+
 def _median_ms(values: list[float]) -> float | None:
     return round(1000 * statistics.median(values), 1) if values else None
 
@@ -285,62 +348,118 @@ def sink_query(sink: Target, verb: str) -> str:
     return asyncio.run(query(host, int(port), verb))
 
 
+@dataclass
+class ModeTargets:
+    """What one mode drives: the load generator's targets, and smtp-source's."""
+
+    loadgen: list[Target]
+    source: list[Target]
+
+
+def serve_options() -> str:
+    """`contentfilter serve --help`, to see which options this checkout has."""
+    return _output([str(REPO / ".venv" / "bin" / "contentfilter"), "serve", "--help"])
+
+
 @contextlib.contextmanager
-def filters_for_mode(bench: Bench, daemons: Daemons, mode: str) -> Iterator[list[Target]]:
+def filters_for_mode(bench: Bench, daemons: Daemons, mode: str) -> Iterator[ModeTargets]:
     """Start the filters of this mode (each relays to the sink); stop them after."""
     args = bench.args
-    targets: list[Target] = []
+    loadgen: list[Target] = []
+    source: list[Target] = []
+    sink_port = int(daemons.sink.address.rpartition(":")[2])
+    clamd_port = int(daemons.clamd_address.rpartition(":")[2])
+    spamd_port = int(daemons.spamd_address.rpartition(":")[2])
     with contextlib.ExitStack() as stack:
         if "contentfilter" in args.filters:
-            handle = start_filter(
-                bench.workdir / f"contentfilter-{mode}",
-                next_hop=daemons.sink.address,
-                clamd=daemons.clamd_address if mode in "bc" else "off",
-                spamd=daemons.spamd_address if mode == "c" else "off",
-                config_text=CONTENTFILTER_CONFIG[mode],
-                timeout=60,
-            )
-            stack.callback(handle.stop)
-            targets.append(Target("contentfilter", handle.address, handle.process.pid))
+            variants = [("contentfilter", (), "")]
+            if mode == "a" and bench.workers_supported:
+                variants += [
+                    (f"contentfilter-w{n}", ("--workers", str(n)), "") for n in WORKER_COUNTS
+                ]
+            if args.source:
+                variants.append(("contentfilter", (), NO_CACHE))
+            for name, extra, cache in variants:
+                handle = start_filter(
+                    bench.workdir / f"contentfilter-{mode}-{name}{'-nocache' if cache else ''}",
+                    next_hop=daemons.sink.address,
+                    clamd=daemons.clamd_address if mode in "bc" else "off",
+                    spamd=daemons.spamd_address if mode == "c" else "off",
+                    config_text=CONTENTFILTER_CONFIG[mode] + cache,
+                    extra_args=extra,
+                    timeout=60,
+                )
+                stack.callback(handle.stop)
+                target = Target(name, handle.address, handle.process.pid)
+                (source if cache else loadgen).append(target)
+        if "fuglu" in args.filters:
+            settings = FugluSettings(mode, sink_port, clamd_port, spamd_port)
+            fuglu = stack.enter_context(start_fuglu(bench.workdir, settings))
+            # fuglu's SMTP connector ends the session after each message
+            loadgen.append(Target("fuglu", fuglu.address, fuglu.pid, max_use=1))
         if "amavisd-new" in args.filters:
-            settings = AmavisSettings(
+            amavis_settings = AmavisSettings(
                 mode=mode,
-                sink_port=int(daemons.sink.address.rpartition(":")[2]),
-                clamd_port=int(daemons.clamd_address.rpartition(":")[2]),
-                spamd_port=int(daemons.spamd_address.rpartition(":")[2]),
+                sink_port=sink_port,
+                clamd_port=clamd_port,
+                spamd_port=spamd_port,
                 spam=args.amavis_spam,
                 max_servers=args.amavis_max_servers,
             )
-            amavis = stack.enter_context(start_amavis(bench.workdir, settings))
-            targets.append(Target("amavisd-new", amavis.address, amavis.pid))
+            amavis = stack.enter_context(start_amavis(bench.workdir, amavis_settings))
+            loadgen.append(Target("amavisd-new", amavis.address, amavis.pid))
+        if "clamsmtp" in args.filters and mode in CLAMSMTP_MODES:
+            clamsmtp = stack.enter_context(
+                start_clamsmtp(bench.workdir, sink_port, str(daemons.clamd_socket))
+            )
+            loadgen.append(Target("clamsmtp", clamsmtp.address, clamsmtp.pid))
         if "direct" in args.filters:
-            targets.append(daemons.sink)
-        yield targets
+            loadgen.append(daemons.sink)
+        source += [t for t in loadgen if t.name in ("fuglu", "amavisd-new", "clamsmtp", "direct")]
+        if not args.source:
+            source = []
+        yield ModeTargets(loadgen, source)
 
 
 def run(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], Bench]:
     bench = Bench(args, workdir)
+    bench.workers_supported = "--workers" in serve_options()
     meta = describe(args, workdir)
+    meta["workers_supported"] = bench.workers_supported
     print(f"workdir {workdir}", flush=True)
     with (
         start_clamd(workdir / "clamd") as clamd,
         start_spamd(workdir / "spamd") as spamd,
         start_sink(workdir) as sink,
     ):
-        daemons = Daemons(clamd.process.pid, clamd.address, spamd.process.pid, spamd.address, sink)
+        daemons = Daemons(
+            clamd.process.pid,
+            clamd.address,
+            spamd.process.pid,
+            spamd.address,
+            sink,
+            clamd.socket_path,
+        )
         spamd_target = Target("spamd", spamd.address, spamd.process.pid, protocol="spamd")
         for mode in args.modes:
             with filters_for_mode(bench, daemons, mode) as targets:
                 for mix in args.mixes:
                     for concurrency in args.concurrency:
-                        for target in targets:
+                        for target in targets.loadgen:
                             bench.measure(daemons, target, mode, mix, concurrency)
                         if mode == "c" and args.spamd_alone:
                             bench.measure(daemons, spamd_target, mode, mix, concurrency)
-                for target in targets if args.extras else ():
+                if mode in args.source_modes:
+                    for mix in args.source_mixes:
+                        for concurrency in args.concurrency:
+                            for target in targets.source:
+                                bench.measure_source(daemons, target, mode, mix, concurrency)
+                for target in targets.loadgen if args.extras else ():
+                    if target.name not in EXTRAS_FILTERS:
+                        continue
                     bench.first_byte(daemons, target, mode, "pdf2m", args.first_byte_count)
                     bench.first_byte(daemons, target, mode, "big50m", 1)
-                for target in targets if args.profile else ():
+                for target in targets.loadgen if args.profile else ():
                     if target.name == "contentfilter":
                         for mix in args.mixes:
                             bench.profile(target, mode, mix, max(args.concurrency))
@@ -364,6 +483,16 @@ def _output(command: list[str]) -> str:
         return ""
 
 
+def fuglu_version() -> str:
+    from benchmarks import fuglu
+
+    try:
+        interpreter = fuglu.python()
+    except FileNotFoundError:
+        return "not installed"
+    return _output([str(interpreter), "-c", "import fuglu; print(fuglu.__version__)"]) or "?"
+
+
 def describe(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Date, commit, machine, versions, command line."""
     cpu_model = next(
@@ -376,10 +505,11 @@ def describe(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     )
     memory = Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1]
     packages = {}
-    for package in ("amavisd-new", "clamav-daemon", "spamd", "spamassassin", "postfix"):
+    for package in ("amavisd-new", "clamav-daemon", "spamd", "spamassassin", "postfix", "clamsmtp"):
         packages[package] = (
             _output(["dpkg-query", "-W", "-f=${Version}", package]) or "not installed"
         )
+    packages["fuglu (PyPI)"] = fuglu_version()
     commit = _output(["git", "rev-parse", "--short", "HEAD"]) or "no commit yet"
     dirty = bool(_output(["git", "status", "--porcelain", "--untracked-files=no"]))
     return {
@@ -403,6 +533,10 @@ def describe(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "amavis_spam": args.amavis_spam,
             "amavis_max_servers": args.amavis_max_servers or "Debian default (2)",
             "spamd_size_limit": args.spamd_size_limit,
+            "source_modes": args.source_modes if args.source else [],
+            "source_mixes": args.source_mixes,
+            "source_count": args.source_count,
+            "source_count_spam": args.source_count_spam,
         },
         "workdir": str(workdir),
     }
@@ -418,7 +552,8 @@ def _list(text: str) -> list[str]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="benchmarks/run",
-        description="Benchmark contentfilter against amavisd-new and the direct path.",
+        description="Benchmark contentfilter against fuglu, amavisd-new, clamsmtp"
+        " and the direct path.",
     )
     parser.add_argument(
         "--modes",
@@ -491,6 +626,36 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="spamd alone: larger messages skip spamd, as spamc -s does (default 512000)",
     )
     parser.add_argument(
+        "--no-source",
+        dest="source",
+        action="store_false",
+        help="skip the smtp-source points (one repeated body, a connection per message)",
+    )
+    parser.add_argument(
+        "--source-modes",
+        type=_list,
+        default=["b", "c"],
+        help="modes with smtp-source points (default b,c)",
+    )
+    parser.add_argument(
+        "--source-mixes",
+        type=_list,
+        default=["small", "zip100k"],
+        help="the repeated bodies (default small,zip100k: 3 KB text, 100 KB with a zip)",
+    )
+    parser.add_argument(
+        "--source-count",
+        type=int,
+        default=400,
+        help="messages per smtp-source point in modes a and b (default 400)",
+    )
+    parser.add_argument(
+        "--source-count-spam",
+        type=int,
+        default=200,
+        help="messages per smtp-source point in mode c (default 200)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="after each mode's points, run contentfilter under py-spy (unmeasured)",
@@ -504,7 +669,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: 30 messages per point, 15 s cap, c=4 and 16, blend only",
+        help="smoke run: 30 messages per point, 15 s cap, c=4 and 16, blend only;"
+        " smtp-source points of 40 (mode c: 20) messages",
     )
     parser.add_argument(
         "--results",
@@ -518,12 +684,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.count, args.duration, args.mixes, args.first_byte_count = 30, 15.0, ["blend"], 2
+        args.source_count, args.source_count_spam = 40, 20
     if args.mixes == ["all"]:
         args.mixes = list(messages.MIXES)
     for name, values, known in (
         ("mode", args.modes, MODES),
         ("mix", args.mixes, messages.MIXES),
         ("filter", args.filters, FILTERS),
+        ("mode", args.source_modes, MODES),
+        ("mix", args.source_mixes, messages.MIXES),
     ):
         for value in values:
             if value not in known:

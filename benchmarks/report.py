@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 CF, AMAVIS, DIRECT, SPAMD = "contentfilter", "amavisd-new", "direct", "spamd"
+MB = 1024 * 1024
 MODE_NAMES = {"a": "a: no scanners", "b": "b: ClamAV", "c": "c: ClamAV + SpamAssassin"}
 
 
@@ -77,57 +78,123 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+FUGLU, CLAMSMTP = "fuglu", "clamsmtp"
+COMPARED = (CF, FUGLU, AMAVIS, CLAMSMTP)  # the filters, in table order
+
+
+def _driven_by(points: list[dict[str, Any]], driver: str) -> list[dict[str, Any]]:
+    return [p for p in points if p.get("driver", "loadgen") == driver]
+
+
+def _cell(point: dict[str, Any] | None, second: str, digits: int = 0) -> str:
+    """`msg/s (second)`, e.g. `357.4 (40)` for msg/s and p99 ms."""
+    if point is None:
+        return "-"
+    return f"{_fmt(_get(point, 'msgs_per_s'))} ({_fmt(_get(point, second), digits)})"
+
+
 def throughput_tables(points: list[dict[str, Any]]) -> list[str]:
+    """Per mix: each filter's msg/s with its p99 latency, and the ratios."""
     lines: list[str] = []
-    mixes = list(dict.fromkeys(point["mix"] for point in points))
-    for mix in mixes:
-        lines += [f"#### Mix `{mix}`", ""]
+    points = _driven_by(points, "loadgen")
+    for mix in dict.fromkeys(point["mix"] for point in points):
+        lines += [f"#### Mix `{mix}`: msg/s (p99 ms)", ""]
         rows = []
         for mode in ("a", "b", "c"):
             for concurrency in sorted(
                 {p["concurrency"] for p in points if p["mix"] == mix and p["mode"] == mode}
             ):
                 key = {"mode": mode, "mix": mix, "concurrency": concurrency}
-                cf, am = _find(points, filter=CF, **key), _find(points, filter=AMAVIS, **key)
+                found = {name: _find(points, filter=name, **key) for name in COMPARED}
                 direct, spamd = (
                     _find(points, filter=DIRECT, **key),
                     _find(points, filter=SPAMD, **key),
                 )
+                rate = {name: _get(point, "msgs_per_s") for name, point in found.items()}
                 rows.append(
                     [
                         MODE_NAMES[mode],
                         str(concurrency),
                         _fmt(_get(direct, "msgs_per_s")),
-                        _fmt(_get(cf, "msgs_per_s")),
-                        _fmt(_get(cf, "p50_ms"), 0),
-                        _fmt(_get(cf, "p99_ms"), 0),
-                        _fmt(_get(am, "msgs_per_s")),
-                        _fmt(_get(am, "p50_ms"), 0),
-                        _fmt(_get(am, "p99_ms"), 0),
-                        _fmt(_ratio(_get(cf, "msgs_per_s"), _get(am, "msgs_per_s")), 2, "x"),
+                        *(_cell(found[name], "p99_ms") for name in COMPARED),
                         _fmt(_get(spamd, "msgs_per_s")),
-                        _fmt(_percent(cf, spamd), 0, "%"),
+                        _fmt(_ratio(rate[CF], rate[FUGLU]), 2, "x"),
+                        _fmt(_ratio(rate[CF], rate[AMAVIS]), 2, "x"),
+                        _fmt(_percent(found[CF], spamd), 0, "%"),
                     ]
                 )
         lines += _table(
             [
                 "mode",
                 "c",
-                "direct msg/s",
-                "contentfilter msg/s",
-                "p50 ms",
-                "p99 ms",
-                "amavisd-new msg/s",
-                "p50 ms",
-                "p99 ms",
+                "direct",
+                *COMPARED,
+                "spamd alone",
+                "cf / fuglu",
                 "cf / amavisd",
-                "spamd alone msg/s",
                 "cf / spamd",
             ],
             rows,
         )
         lines.append("")
     return lines
+
+
+def source_tables(points: list[dict[str, Any]]) -> list[str]:
+    """smtp-source points: each filter's msg/s with its CPU ms per message."""
+    lines: list[str] = []
+    points = _driven_by(points, "smtp-source")
+    for mix in dict.fromkeys(point["mix"] for point in points):
+        lines += [f"#### smtp-source, body `{mix}`: msg/s (filter CPU ms/msg)", ""]
+        rows = []
+        for mode in ("a", "b", "c"):
+            for concurrency in sorted(
+                {p["concurrency"] for p in points if p["mix"] == mix and p["mode"] == mode}
+            ):
+                key = {"mode": mode, "mix": mix, "concurrency": concurrency}
+                found = {name: _find(points, filter=name, **key) for name in COMPARED}
+                direct = _find(points, filter=DIRECT, **key)
+                rate = {name: _get(point, "msgs_per_s") for name, point in found.items()}
+                rows.append(
+                    [
+                        MODE_NAMES[mode],
+                        str(concurrency),
+                        _fmt(_get(direct, "msgs_per_s")),
+                        *(_cell(found[name], "cpu_ms_per_msg", 1) for name in COMPARED),
+                        _fmt(_ratio(rate[CF], rate[FUGLU]), 2, "x"),
+                        _fmt(_ratio(rate[CF], rate[AMAVIS]), 2, "x"),
+                    ]
+                )
+        lines += _table(["mode", "c", "direct", *COMPARED, "cf / fuglu", "cf / amavisd"], rows)
+        lines.append("")
+    return lines
+
+
+def worker_table(points: list[dict[str, Any]]) -> list[str]:
+    """contentfilter with 1 and 2 worker processes (mode a), when measured."""
+    rows = []
+    for point in _driven_by(points, "loadgen"):
+        if point["filter"] != f"{CF}-w1":
+            continue
+        key = {k: point[k] for k in ("mode", "mix", "concurrency")}
+        two = _find(points, filter=f"{CF}-w2", **key)
+        rows.append(
+            [
+                point["mode"],
+                point["mix"],
+                str(point["concurrency"]),
+                _cell(point, "p99_ms"),
+                _cell(two, "p99_ms"),
+                _fmt(_ratio(_get(two, "msgs_per_s"), _get(point, "msgs_per_s")), 2, "x"),
+                _fmt(_get(two, "peak_rss_mb")),
+            ]
+        )
+    if not rows:
+        return []
+    return _table(
+        ["mode", "mix", "c", "1 worker msg/s (p99 ms)", "2 workers", "2 / 1", "2 workers RSS MB"],
+        rows,
+    )
 
 
 def _replies(point: dict[str, Any]) -> str:
@@ -141,6 +208,7 @@ def resource_table(points: list[dict[str, Any]]) -> list[str]:
         rows.append(
             [
                 point["mode"],
+                point.get("driver", "loadgen"),
                 point["mix"],
                 str(point["concurrency"]),
                 point["filter"],
@@ -161,6 +229,7 @@ def resource_table(points: list[dict[str, Any]]) -> list[str]:
     return _table(
         [
             "mode",
+            "driver",
             "mix",
             "c",
             "target",
@@ -184,7 +253,7 @@ def resource_table(points: list[dict[str, Any]]) -> list[str]:
 def kind_table(points: list[dict[str, Any]]) -> list[str]:
     kinds = ["small", "zip100k", "pdf2m", "gtube", "eicar"]
     rows = []
-    for point in points:
+    for point in _driven_by(points, "loadgen"):
         if point["mix"] != "blend":
             continue
         cells = []
@@ -237,77 +306,96 @@ def extras_table(extras: list[dict[str, Any]]) -> list[str]:
     )
 
 
-def targets(points: list[dict[str, Any]]) -> list[tuple[str, str, bool | None]]:
-    """(target, measured, met) for each goal of the performance issue."""
-    results: list[tuple[str, str, bool | None]] = []
-    for concurrency in (4, 16):
-        for mix in ("blend", "small"):
-            key = {"mode": "c", "mix": mix, "concurrency": concurrency}
-            cf, am, spamd = (_find(points, filter=name, **key) for name in (CF, AMAVIS, SPAMD))
-            ratio = _ratio(_get(cf, "msgs_per_s"), _get(am, "msgs_per_s"))
-            if ratio is not None:
-                results.append(
-                    (
-                        f"mode c, {mix}, c={concurrency}: >= 1.25x amavisd-new",
-                        f"{ratio:.2f}x",
-                        ratio >= 1.25,
-                    )
-                )
-            share = _ratio(_get(cf, "msgs_per_s"), _get(spamd, "msgs_per_s"))
+Target = tuple[str, str, bool | None]
+
+
+def _ratio_target(
+    points: list[dict[str, Any]], name: str, key: dict[str, Any], other: str, least: float
+) -> list[Target]:
+    ratio = _ratio(
+        _get(_find(points, filter=CF, **key), "msgs_per_s"),
+        _get(_find(points, filter=other, **key), "msgs_per_s"),
+    )
+    return [] if ratio is None else [(name, f"{ratio:.2f}x", ratio >= least)]
+
+
+def _throughput_targets(points: list[dict[str, Any]], driver: str) -> list[Target]:
+    results: list[Target] = []
+    driven = _driven_by(points, driver)
+    label = "unique mix" if driver == "loadgen" else "smtp-source"
+    for mix in dict.fromkeys(p["mix"] for p in driven):
+        for concurrency in sorted({p["concurrency"] for p in driven if p["mix"] == mix}):
+            where = f"{label} `{mix}`, c={concurrency}"
+            key_c = {"mode": "c", "mix": mix, "concurrency": concurrency}
+            results += _ratio_target(driven, f"c, {where}: >= 1.0x fuglu", key_c, FUGLU, 1.0)
+            share = _percent(
+                _find(driven, filter=CF, **key_c), _find(driven, filter=SPAMD, **key_c)
+            )
             if share is not None:
+                results.append((f"c, {where}: >= 95% of spamd alone", f"{share:.0f}%", share >= 95))
+            cf_p99 = _get(_find(driven, filter=CF, **key_c), "p99_ms")
+            fuglu_p99 = _get(_find(driven, filter=FUGLU, **key_c), "p99_ms")
+            if cf_p99 is not None and fuglu_p99 is not None and not math.isnan(cf_p99):
                 results.append(
                     (
-                        f"mode c, {mix}, c={concurrency}: >= 90% of spamd alone",
-                        f"{100 * share:.0f}%",
-                        share >= 0.9,
+                        f"c, {where}: p99 below fuglu's",
+                        f"{cf_p99:.0f} vs {fuglu_p99:.0f} ms",
+                        cf_p99 < fuglu_p99,
                     )
                 )
             key_b = {"mode": "b", "mix": mix, "concurrency": concurrency}
-            ratio_b = _ratio(
-                *(
-                    _get(p, "msgs_per_s")
-                    for p in (
-                        _find(points, filter=CF, **key_b),
-                        _find(points, filter=AMAVIS, **key_b),
-                    )
-                )
-            )
-            if ratio_b is not None:
+            results += _ratio_target(driven, f"b, {where}: >= 2.5x fuglu", key_b, FUGLU, 2.5)
+            results += _ratio_target(driven, f"b, {where}: >= 8x amavisd-new", key_b, AMAVIS, 8.0)
+    return results
+
+
+def targets(points: list[dict[str, Any]], extras: Sequence[dict[str, Any]] = ()) -> list[Target]:
+    """(target, measured, met) for each goal of the performance issue."""
+    results = _throughput_targets(points, "loadgen") + _throughput_targets(points, "smtp-source")
+    for point in _driven_by(points, "loadgen"):
+        if point["filter"] == f"{CF}-w1" and point["mode"] == "a":
+            key = {k: point[k] for k in ("mode", "mix", "concurrency")}
+            two = _find(points, filter=f"{CF}-w2", **key)
+            ratio = _ratio(_get(two, "msgs_per_s"), _get(point, "msgs_per_s"))
+            if ratio is not None:
                 results.append(
                     (
-                        f"mode b, {mix}, c={concurrency}: >= 5x amavisd-new",
-                        f"{ratio_b:.2f}x",
-                        ratio_b >= 5,
+                        f"a, `{point['mix']}`, c={point['concurrency']}:"
+                        " 2 workers >= 1.7x 1 worker",
+                        f"{ratio:.2f}x",
+                        ratio >= 1.7,
                     )
                 )
-    for mode in ("a", "b", "c"):
-        small = [
-            p for p in points if p["filter"] == CF and p["mix"] == "small" and p["mode"] == mode
-        ]
-        if small:
-            worst = max(p["cpu_ms_per_msg"] for p in small)
-            results.append(
-                (
-                    f"mode {mode}: filter CPU per small message < 3 ms",
-                    f"{worst:.2f} ms (worst c)",
-                    worst < 3,
-                )
-            )
-    at16 = [p for p in points if p["filter"] == CF and p["concurrency"] == 16]
+    at16 = [p for p in points if p["filter"].startswith(CF) and p["concurrency"] == 16]
     if at16:
         peak = max(at16, key=lambda p: p["peak_rss_mb"])
         results.append(
             (
-                "peak RSS < 150 MB at c=16",
-                f"{peak['peak_rss_mb']:.1f} MB ({peak['mode']}, {peak['mix']})",
-                peak["peak_rss_mb"] < 150,
+                "contentfilter peak RSS, all processes, c=16: < 200 MB",
+                f"{peak['peak_rss_mb']:.1f} MB ({peak['mode']}, {peak['mix']}, {peak['filter']})",
+                peak["peak_rss_mb"] < 200,
             )
         )
+    for extra in extras:
+        if extra["filter"] == CF and extra["mix"] == "big50m" and extra.get("rss_over_baseline_mb"):
+            times = extra["rss_over_baseline_mb"] * MB / extra["size"]
+            results.append(
+                (
+                    f"{extra['mode']}: memory for one 50 MB message < 5x its size",
+                    f"{times:.1f}x (+{extra['rss_over_baseline_mb']:.0f} MB)",
+                    times < 5,
+                )
+            )
     return results
 
 
 def render(data: dict[str, Any]) -> str:
     meta, points, extras = data["meta"], data["points"], data["extras"]
+    workers_note = (
+        "measured (mode a)"
+        if meta.get("workers_supported")
+        else "not measured: this checkout's `serve` has no --workers"
+    )
     settings = meta["settings"]
     lines = [
         f"## Run of {meta['started']}",
@@ -322,6 +410,11 @@ def render(data: dict[str, Any]) -> str:
         " whichever ends first, "
         f"after a warm-up; amavisd-new SpamAssassin: {settings['amavis_spam']}, "
         f"$max_servers: {settings['amavis_max_servers']}",
+        f"- smtp-source points: modes {', '.join(settings.get('source_modes', [])) or 'none'},"
+        f" bodies {', '.join(settings.get('source_mixes', []))},"
+        f" {settings.get('source_count')} messages (mode c: {settings.get('source_count_spam')})"
+        " per point, a connection per message, contentfilter's cache off",
+        f"- serve --workers: {workers_note}",
         f"- finished: {meta.get('finished', '?')}",
         "",
         "### Targets",
@@ -329,10 +422,19 @@ def render(data: dict[str, Any]) -> str:
     ]
     lines += _table(
         ["target", "measured", "met"],
-        [[name, measured, "yes" if met else "**no**"] for name, measured, met in targets(points)],
+        [
+            [name, measured, "yes" if met else "**no**"]
+            for name, measured, met in targets(points, extras)
+        ],
     )
-    lines += ["", "### Throughput and latency", ""]
+    lines += ["", "### Throughput and latency (load generator, unique messages)", ""]
     lines += throughput_tables(points)
+    source = source_tables(points)
+    if source:
+        lines += ["### Throughput with smtp-source (one repeated body)", "", *source]
+    workers = worker_table(points)
+    if workers:
+        lines += ["### contentfilter serve --workers (mode a)", "", *workers, ""]
     lines += ["### Resources per point", ""]
     lines += resource_table(points)
     lines += ["", "### Latency by message kind in the blend", ""]
