@@ -1,6 +1,7 @@
 """Start-up of `contentfilter spawn` and throughput of `contentfilter pipe`.
 
     .venv/bin/python -m benchmarks.oneshot [--runs 20] [--messages 40] [--concurrency 4]
+        [--tree DIR]     # another source tree (e.g. `git archive` of an older commit)
 
 spawn: time from exec to the 220 greeting on the socket spawn(8) would hand over
 (a socketpair here), with the shipped config/contentfilter.yaml (scanners
@@ -14,6 +15,7 @@ sendmail that only reads its input, one process per message as pipe(8) runs it,
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import socket
 import statistics
@@ -26,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = [str(Path(sys.prefix) / "bin" / "contentfilter")]
+ENVIRONMENT: dict[str, str] | None = None  # with --tree: PYTHONPATH to that tree
 CONFIG = ROOT / "config" / "contentfilter.yaml"
 FLAGS = ["--log-file", "/dev/null", "-f", "alice@example.org", "--", "bob@example.com"]
 MESSAGE = (ROOT / "samples" / "clean.eml").read_bytes()
@@ -41,6 +44,7 @@ def spawn_startup() -> tuple[float, float]:
         [*COMMAND, "spawn", "-c", str(CONFIG), "--log-file", "/dev/null"],
         stdin=theirs.fileno(),
         stdout=theirs.fileno(),
+        env=ENVIRONMENT,
     )
     theirs.close()
     greeting = ours.recv(512)
@@ -60,6 +64,7 @@ def pipe_once(sendmail: str) -> None:
         [*COMMAND, "pipe", "--clamd", "off", "--spamd", "off", "--sendmail", sendmail, *FLAGS],
         input=MESSAGE,
         capture_output=True,
+        env=ENVIRONMENT,
     )
     assert run.returncode == 0, run
 
@@ -95,7 +100,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--messages", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--tree", type=Path, help="run this source tree's contentfilter")
+    parser.add_argument("--no-serve", action="store_true", help="skip the serve comparison")
     arguments = parser.parse_args()
+    if arguments.tree is not None:
+        global COMMAND, ENVIRONMENT, CONFIG
+        tree = arguments.tree.resolve()
+        COMMAND = [
+            sys.executable,
+            "-c",
+            "import sys; from contentfilter.cli import main; sys.exit(main())",
+        ]
+        ENVIRONMENT = dict(os.environ, PYTHONPATH=str(tree))
+        CONFIG = tree / "config" / "contentfilter.yaml"  # its own: keys differ between trees
     runs = [spawn_startup() for _ in range(arguments.runs)]
     times = sorted(wall for wall, _ in runs)
     cpu = statistics.median(c for _, c in runs)
@@ -117,8 +134,9 @@ def main() -> None:
         f" ms per message ({arguments.messages} messages, {arguments.concurrency} at a time,"
         " no scanners)"
     )
-    rate = daemon_rate(arguments.messages * 5, arguments.concurrency)
-    print(f"serve, same harness: {rate:.1f} msg/s (one SMTP session per message)")
+    if not arguments.no_serve:
+        rate = daemon_rate(arguments.messages * 5, arguments.concurrency)
+        print(f"serve, same harness: {rate:.1f} msg/s (one SMTP session per message)")
 
 
 if __name__ == "__main__":
