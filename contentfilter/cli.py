@@ -192,13 +192,17 @@ def _override_scanner(data: dict[str, Any], type_name: str, value: str | None, k
         section[name] = entry
 
 
-def build_pipeline(config: Config, next_hop: Any) -> Pipeline:
+def build_pipeline(config: Config, next_hop: Any, one_shot: bool = False) -> Pipeline:
+    """The pipeline with its scanners and decoder pool; `one_shot` (pipe, spawn: one
+    message or session at a time) gets one decoder worker, started when first needed."""
     cache = None
     if config.cache.enabled:
         cache = ResultCache(ttl=config.cache.ttl, max_entries=config.cache.max_entries)
     built = scanners.build_scanners(config.scanners, scanners.Needs(config.decoder))
     looks_at_parts = any(s.needs_parts or isinstance(s, PartsScanner) for s in built)
-    decoder = DecoderPool(config.decoder) if looks_at_parts else None  # a crash costs one message
+    decoder = None  # a crash costs one message: decoding happens in worker processes
+    if looks_at_parts:
+        decoder = DecoderPool(replace(config.decoder, workers=1) if one_shot else config.decoder)
     return Pipeline(config, built, next_hop, cache, decoder=decoder)
 
 
@@ -355,7 +359,7 @@ async def _pipe(
 ) -> Any:
     from contentfilter import pipe
 
-    pipeline = build_pipeline(config, deliverer)
+    pipeline = build_pipeline(config, deliverer, one_shot=True)
     try:
         return await pipe.filter_message(
             pipeline, log_id, arguments.sender, arguments.recipients, raw
@@ -384,7 +388,7 @@ async def _spawn(config: Config, connection: socket.socket, protocol: str | None
 
     listener = _spawn_listener(config, connection, protocol)
     next_hop = NextHop(config.next_hop, config.server.hostname)
-    pipeline = build_pipeline(config, next_hop)  # decoder workers start when first needed
+    pipeline = build_pipeline(config, next_hop, one_shot=True)  # its decoder starts when needed
     try:
         await Server(config, pipeline).serve_connection(connection, listener)
     finally:
@@ -558,9 +562,7 @@ def _result_lines(results: Sequence[Any]) -> list[str]:
         for finding in result.findings:
             lines.append(f"  finding: {finding.category.log_name}: {finding.detail}")
         if result.spam is not None:
-            tests = ", ".join(
-                f"{name}={headers.perl_number(score)}" for name, score in result.spam.tests
-            )
+            tests = ", ".join(headers.test_text(name, score) for name, score in result.spam.tests)
             lines.append(
                 f"  spam: score={headers.format_score(result.spam.score)} tests=[{tests}]"
                 f" (spamd's own required={headers.perl_number(result.spam.required)} is not"

@@ -66,7 +66,7 @@ class MessageEvent:
     virusnames: tuple[str, ...]
     banning_reason: str | None
     spam_score: float | None
-    tests: tuple[tuple[str, float], ...]
+    tests: tuple[tuple[str, float | None], ...]
     recipients: tuple[RecipientEvent, ...]
     actions: tuple[str, ...]  # the log line's {RelayedInbound,...}
     elapsed: tuple[tuple[str, float], ...]  # seconds per stage; "total" last

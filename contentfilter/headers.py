@@ -124,7 +124,7 @@ def spam_headers(
     tagged_above: float | None,
     required: float,
     is_spammy: bool,
-    tests: Sequence[tuple[str, float]],
+    tests: Sequence[tuple[str, float | None]],
     autolearn: str | None,
 ) -> tuple[bytes, ...]:
     """X-Spam-Flag, X-Spam-Score, X-Spam-Level and X-Spam-Status, in amavisd-new's order.
@@ -132,8 +132,9 @@ def spam_headers(
     `tagged_above` is the tag level (the field is left out when None, as amavisd-new
     does), `required` the tag2 level, `is_spammy` whether the score reached it. Tests
     are sorted by name as SpamAssassin's _TESTSSCORES_ sorts them; no tests hit gives
-    `tests=[none]`. `autolearn` is SpamAssassin's _AUTOLEARN_ value as is (SA 3.4 says
-    e.g. `no autolearn_force=no`); None gives `unavailable`.
+    `tests=[none]`; a test without its score (None) is written as its name alone.
+    `autolearn` is SpamAssassin's _AUTOLEARN_ value as is (SA 3.4 says e.g.
+    `no autolearn_force=no`); None gives `unavailable`.
     """
     return (
         header_line("X-Spam-Flag", "YES" if is_spammy else "NO"),
@@ -151,7 +152,7 @@ def _spam_status_pieces(
     tagged_above: float | None,
     required: float,
     is_spammy: bool,
-    tests: Sequence[tuple[str, float]],
+    tests: Sequence[tuple[str, float | None]],
     autolearn: str | None,
 ) -> list[str]:
     pieces = ["Yes," if is_spammy else "No,", f"score={format_score(score)}"]
@@ -159,10 +160,19 @@ def _spam_status_pieces(
         pieces.append(f"tagged_above={perl_number(tagged_above)}")
     pieces.append(f"required={perl_number(required)}")
     # SpamAssassin sorts with Perl's `sort`: by code point, as Python sorts str
-    names = [f"{name}={perl_number(points)}" for name, points in sorted(tests)] or ["none"]
+    names = [test_text(name, points) for name, points in sorted(tests, key=_rule_name)] or ["none"]
     names[0] = "tests=[" + names[0]
     names = [f"{entry}," for entry in names[:-1]] + [names[-1] + "]"]
     return [*pieces, *names, f"autolearn={autolearn or 'unavailable'}"]
+
+
+def _rule_name(test: tuple[str, float | None]) -> str:
+    return test[0]
+
+
+def test_text(name: str, points: float | None) -> str:
+    """`GTUBE=1000`, or `GTUBE` when spamd was not asked for the rules' scores."""
+    return name if points is None else f"{name}={perl_number(points)}"
 
 
 def virus_scanned_header(text: str) -> bytes:

@@ -273,7 +273,7 @@ class SpamReport:
 
     score: float
     required: float
-    tests: tuple[tuple[str, float], ...] = ()
+    tests: tuple[tuple[str, float | None], ...] = ()  # (rule, its score; None: not asked)
     autolearn: str | None = None
 
 

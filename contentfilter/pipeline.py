@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from contentfilter import bounce, events, headers, mime, policy, replies
 from contentfilter.cache import ResultCache
@@ -23,7 +23,6 @@ from contentfilter.decode.spool import Spool
 from contentfilter.decode.workers import DecoderPool
 from contentfilter.errors import RelayError, ScannerError, ScannerTimeout
 from contentfilter.faults import FaultCounter
-from contentfilter.metrics import Metrics
 from contentfilter.model import (
     Action,
     ContentsCategory,
@@ -43,6 +42,9 @@ from contentfilter.model import (
     Verdict,
 )
 from contentfilter.relay import Delivery, RecipientResult
+
+if TYPE_CHECKING:  # prometheus_client is loaded only where metrics are served
+    from contentfilter.metrics import Metrics
 
 log = logging.getLogger("contentfilter")
 detail_log = logging.getLogger("contentfilter.pipeline")

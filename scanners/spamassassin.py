@@ -1,4 +1,17 @@
-"""SpamAssassin through spamd: one REPORT request per message, with aiospamc.
+"""SpamAssassin through spamd: one request per message, with aiospamc.
+
+Which request: the cheapest that gives what the headers need. Every spamd verb
+answers with the `Spam:` header (score and required score); the rules that hit
+come from
+- REPORT (`rule_scores: true`, the default): the report's table, with each rule's
+  score, for amavisd-new's `tests=[GTUBE=1000, ...]` in X-Spam-Status;
+- SYMBOLS (`rule_scores: false`): the rule names only, `tests=[GTUBE, ...]`. spamd
+  skips rendering the report (its template, descriptions, content preview) and we
+  skip reading it: measured with `benchmarks/spamd_verbs.py`, SYMBOLS costs spamd
+  about as much CPU as the bare CHECK, REPORT some 5-10% more (BENCHMARKS.md).
+PROCESS and HEADERS cost about what SYMBOLS does but return the whole message or
+header section, whose X-Spam-Status layout is the site's `add_header` template:
+nothing to gain over SYMBOLS, and more to parse.
 
 What spamd 4.0 returns, and so how precise our numbers are:
 - the total score and the required score come from the `Spam:` response header
@@ -9,8 +22,13 @@ What spamd 4.0 returns, and so how precise our numbers are:
   rounded rule scores need not add up to the rounded total. No spamd verb gives
   more: SYMBOLS and the X-Spam-Status header of HEADERS/PROCESS name the rules
   without scores, and only HEADERS/PROCESS carry `autolearn=`, so with REPORT
-  `SpamReport.autolearn` stays None (spamd logs it in its own `result:` line);
+  or SYMBOLS `SpamReport.autolearn` stays None (spamd logs it in its own
+  `result:` line);
 - a custom `report` template without the table leaves `SpamReport.tests` empty.
+
+aiospamc (and loguru, which it logs through) is imported when the first request
+is made, not with this module: a one-shot `pipe` or `spawn` process loads the
+settings and builds the scanner without paying for it until spamd is asked.
 
 What spamd is handed: the message as received, with `Return-Path: <sender>` on
 top, always. SpamAssassin takes the envelope sender from the topmost
@@ -40,13 +58,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiospamc  # type: ignore[import-untyped]
-import aiospamc.exceptions  # type: ignore[import-untyped]
-import aiospamc.frontend  # type: ignore[import-untyped]
-import aiospamc.requests  # type: ignore[import-untyped]
-import aiospamc.responses  # type: ignore[import-untyped]
-from loguru import logger as loguru_logger
-
 from contentfilter import cache
 from contentfilter.addresses import HostPort
 from contentfilter.errors import (
@@ -61,9 +72,21 @@ from scanners.base import ScannerSettings
 
 log = logging.getLogger("contentfilter.scanners.spamassassin")
 
-# aiospamc logs every request through loguru, whose default sink is stderr. It
-# disables itself on import; say so again here so that stays true for us.
-loguru_logger.disable("aiospamc")
+
+def _spamc() -> Any:
+    """aiospamc, imported on first use (the module docstring says why)."""
+    import aiospamc  # type: ignore[import-untyped]
+    import aiospamc.exceptions  # type: ignore[import-untyped]
+    import aiospamc.frontend  # type: ignore[import-untyped]
+    import aiospamc.requests  # type: ignore[import-untyped]
+    import aiospamc.responses  # type: ignore[import-untyped]
+    from loguru import logger as loguru_logger
+
+    # aiospamc logs every request through loguru, whose default sink is stderr. It
+    # disables itself on import; say so again here so that stays true for us.
+    loguru_logger.disable("aiospamc")
+    return aiospamc
+
 
 SPAMC_MAX_SIZE = 512_000  # spamc's default -s limit, in bytes
 _USER = re.compile(r"[!-~]+")  # printable ASCII, no spaces: it becomes a spamd header
@@ -76,6 +99,8 @@ class SpamAssassinSettings(ScannerSettings):
     `server`: spamd's `host:port`, or a unix socket path (starting with "/").
     `max_size`: larger messages are not sent to spamd (bytes).
     `user`: the spamd `User` header, for per-user preferences; None: spamd's default.
+    `rule_scores`: ask for each rule's score (REPORT) for `tests=[RULE=score]`; false:
+    the rule names only (SYMBOLS), which spares spamd the report.
     """
 
     on_failure: FailureAction = FailureAction.PASS
@@ -83,6 +108,12 @@ class SpamAssassinSettings(ScannerSettings):
     connect_timeout: float = 5.0  # seconds to connect to spamd
     max_size: int = SPAMC_MAX_SIZE
     user: str | None = None
+    rule_scores: bool = True
+
+    @property
+    def verb(self) -> str:
+        """The spamd request that gives what the settings ask for, and no more."""
+        return "REPORT" if self.rule_scores else "SYMBOLS"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -116,15 +147,26 @@ def parse_rule_table(text: str) -> tuple[tuple[str, float], ...]:
     return tuple((row[2], float(row[1])) for row in rows if row)
 
 
-def spam_report(response: Any) -> SpamReport:
-    """Our SpamReport from an aiospamc Response to REPORT; ValueError if unusable."""
+_SYMBOL = re.compile(r"[A-Za-z0-9_]+")
+
+
+def parse_symbols(text: str) -> tuple[tuple[str, None], ...]:
+    """The rule names of a SYMBOLS answer (`GTUBE,RCVD_ILLEGAL_IP`), without scores."""
+    names = (name.strip() for name in text.split(","))
+    return tuple((name, None) for name in names if _SYMBOL.fullmatch(name))
+
+
+def spam_report(response: Any, verb: str = "REPORT") -> SpamReport:
+    """Our SpamReport from an aiospamc Response to REPORT or SYMBOLS; ValueError if
+    unusable."""
     spam = response.headers.get("Spam")
     score = getattr(spam, "score", None)
     required = getattr(spam, "threshold", None)
     if not isinstance(score, float) or not isinstance(required, float):
         raise ValueError(f"no usable Spam header in spamd's reply (got {spam!r})")
     body = bytes(response.body).decode("utf-8", errors="replace")
-    return SpamReport(score=score, required=required, tests=parse_rule_table(body))
+    tests = parse_symbols(body) if verb == "SYMBOLS" else parse_rule_table(body)
+    return SpamReport(score=score, required=required, tests=tests)
 
 
 # --- what spamd gets ------------------------------------------------------------------
@@ -153,6 +195,7 @@ _STATUS_ERRORS: dict[int, type[ScannerError]] = {
 def _converted(name: str, server: str, error: Exception) -> ScannerError:
     """aiospamc's and the socket layer's exceptions as ours (one table, one place)."""
     where = f"spamd {server}"
+    aiospamc = _spamc()
     if isinstance(error, aiospamc.responses.ResponseException):
         kind = _STATUS_ERRORS.get(int(error.code), ScannerProtocolError)
         return kind(name, f"{where} answered {error.code} {error}")
@@ -176,7 +219,7 @@ def _converted(name: str, server: str, error: Exception) -> ScannerError:
 
 
 class SpamAssassinScanner:
-    """Asks spamd for a REPORT on each message no larger than `max_size`."""
+    """Asks spamd for a REPORT (or SYMBOLS) on each message no larger than `max_size`."""
 
     needs_parts = False
 
@@ -185,17 +228,24 @@ class SpamAssassinScanner:
         self.timeout = settings.timeout
         self.on_failure = settings.on_failure
         self.settings = settings
-        # One aiospamc client for the scanner's life: its frontend functions build a
-        # client, and with it an SSL context (~100 ms of CPU), on every call.
-        builder = aiospamc.frontend.FrontendClientBuilder()
-        if settings.server.startswith("/"):
-            builder = builder.with_connection(socket_path=Path(settings.server))
-        else:
-            endpoint = HostPort.parse(settings.server)
-            builder = builder.with_connection(endpoint.host, endpoint.port)
-        timeout = aiospamc.Timeout(total=settings.timeout, connection=settings.connect_timeout)
-        self._client = builder.set_timeout(timeout).build()
+        self._client: Any = None  # made for the first request
         self._fingerprint = cache.fingerprint(settings)
+
+    def _spamd(self) -> Any:
+        """One aiospamc client for the scanner's life: its frontend functions build a
+        client, and with it an SSL context (~100 ms of CPU), on every call."""
+        if self._client is None:
+            aiospamc = _spamc()
+            settings = self.settings
+            builder = aiospamc.frontend.FrontendClientBuilder()
+            if settings.server.startswith("/"):
+                builder = builder.with_connection(socket_path=Path(settings.server))
+            else:
+                endpoint = HostPort.parse(settings.server)
+                builder = builder.with_connection(endpoint.host, endpoint.port)
+            timeout = aiospamc.Timeout(total=settings.timeout, connection=settings.connect_timeout)
+            self._client = builder.set_timeout(timeout).build()
+        return self._client
 
     def cache_key(self, message: Message) -> str | None:
         """What spamd is handed (`spamd_copy`: sender and message) and the settings (user...)."""
@@ -209,9 +259,9 @@ class SpamAssassinScanner:
             reason = f"size {message.size} > limit {self.settings.max_size}"
             log.info("%s: %s not asked: %s", message.log_id, self.name, reason)
             return ScanResult(self.name, skipped=reason, elapsed=time.perf_counter() - started)
-        response = await self._report(spamd_copy(message))
+        response = await self._request(spamd_copy(message))
         try:
-            result = spam_report(response)
+            result = spam_report(response, self.settings.verb)
         except ValueError as error:
             raise ScannerProtocolError(
                 self.name, f"spamd {self.settings.server}: {error}"
@@ -227,13 +277,12 @@ class SpamAssassinScanner:
     async def close(self) -> None:
         """Nothing to release: aiospamc opens one connection per request."""
 
-    async def _report(self, data: bytes) -> Any:
-        request = aiospamc.requests.Request("REPORT", body=data)
+    async def _request(self, data: bytes) -> Any:
+        client = self._spamd()
+        request = _spamc().requests.Request(self.settings.verb, body=data)
         if self.settings.user:
             request.headers.user = self.settings.user
         try:
-            return await self._client.request(request)
-        except (aiospamc.exceptions.ClientException, aiospamc.responses.ResponseException) as error:
-            raise _converted(self.name, self.settings.server, error) from error
-        except Exception as error:  # OSError, TimeoutError, or a parser surprise on garbage
+            return await client.request(request)
+        except Exception as error:  # aiospamc's, OSError, TimeoutError, a parser surprise
             raise _converted(self.name, self.settings.server, error) from error

@@ -5,12 +5,15 @@ everything it cannot decode (an encrypted archive, damaged base64, an
 over-deep structure) becomes a line in `DecodedMessage.problems`, which makes
 the message UNCHECKED. It runs in a worker thread and is bounded in work and
 memory by `DecoderLimits`.
+
+The package itself is light: the decoder proper (MIME, archives through
+libarchive, TNEF, libmagic) is imported by the first `decode`, which in the
+daemon happens in the decoder worker processes. A process that only hands
+messages to the workers, or only names parts (`describe`), never loads it.
 """
 
 from __future__ import annotations
 
-from contentfilter.decode import mimeparts
-from contentfilter.decode.session import Session
 from contentfilter.decoder_settings import DecoderLimits
 from contentfilter.model import DecodedMessage, Part
 
@@ -23,6 +26,9 @@ def decode(raw: bytes, limits: DecoderLimits, spool: str | None = None) -> Decod
     With `spool` (an existing private directory), the bytes of the parts the
     decoder extracted are written there and listed in `extracted`.
     """
+    from contentfilter.decode import mimeparts
+    from contentfilter.decode.session import Session
+
     session = Session(limits, len(raw), spool)
     try:
         root = session.new_root()

@@ -45,6 +45,14 @@ async def test_gtube_scores_about_1000(spamd: Spamd) -> None:
     assert result.findings == () and result.skipped is None
 
 
+async def test_without_rule_scores_spamd_gives_the_names(spamd: Spamd) -> None:
+    result = await scanner(spamd.address, rule_scores=False).scan(mail(gtube()))
+    assert result.spam is not None
+    assert 1000 <= result.spam.score < 1100
+    assert ("GTUBE", None) in result.spam.tests
+    assert all(points is None for _, points in result.spam.tests)
+
+
 async def test_clean_mail_scores_low(spamd: Spamd) -> None:
     result = await scanner(spamd.address).scan(mail(clean()))
     assert result.spam is not None
@@ -106,6 +114,15 @@ async def test_the_request_carries_the_sender_and_user() -> None:
     assert head.startswith(b"REPORT SPAMC/1.5\r\n")
     assert b"\r\nUser: amavis" in head
     assert body == b"Return-Path: <bounce@list.example>\r\n" + raw
+
+
+async def test_without_rule_scores_the_request_is_symbols() -> None:
+    reply = b"SPAMD/1.1 0 EX_OK\r\nContent-length: 5\r\nSpam: True ; 1001.3 / 5.0\r\n\r\nGTUBE"
+    async with fake_spamd(reply) as (address, requests):
+        result = await scanner(address, rule_scores=False).scan(mail(gtube()))
+    assert result.spam is not None and result.spam.tests == (("GTUBE", None),)
+    [request] = requests
+    assert request.startswith(b"SYMBOLS SPAMC/1.5\r\n")
 
 
 async def test_a_hanging_spamd_times_out() -> None:

@@ -239,6 +239,17 @@ def test_spam_headers_gtube_golden() -> None:
             },
             "No, score=0 required=6.31 tests=[A_RULE=0.001, ZERO=0] autolearn=unavailable",
         ),
+        (  # spamd asked for the rule names only (spamassassin.rule_scores: false)
+            {
+                "score": 1001.3,
+                "tagged_above": 2.0,
+                "is_spammy": True,
+                "autolearn": None,
+                "tests": (("RCVD_ILLEGAL_IP", None), ("GTUBE", None)),
+            },
+            "Yes, score=1001.3 tagged_above=2 required=6.31 tests=[GTUBE, RCVD_ILLEGAL_IP]"
+            " autolearn=unavailable",
+        ),
     ],
 )
 def test_spam_status_variants(kwargs: dict[str, object], status: str) -> None:

@@ -146,3 +146,38 @@ def test_loading_the_config_imports_no_scanner_code(forbidden: str) -> None:
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]"
+
+
+# What a one-shot process must not load before its first message: the decoder proper
+# (it runs in the decoder worker process), spamd's client library and its logger, the
+# metrics library (only `serve` exports metrics).
+ONE_SHOT_FORBIDDEN = (
+    "aiospamc",
+    "loguru",
+    "libarchive",
+    "magic",
+    "tnefparse",
+    "prometheus_client",
+    "contentfilter.decode.mimeparts",
+    "contentfilter.decode.walker",
+)
+
+
+def test_pipe_and_spawn_start_without_the_heavy_modules() -> None:
+    """`contentfilter pipe` and `spawn` import the CLI, load the shipped config (every
+    scanner configured) and build their pipeline before the first message or the 220
+    greeting; a fresh interpreter doing the same has none of the modules above."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from contentfilter import cli\n"
+        f"config = cli.config_module.load(Path({str(ROOT / 'config' / 'contentfilter.yaml')!r}))\n"
+        "pipeline = cli.build_pipeline(config, None, one_shot=True)\n"
+        "assert {s.name for s in pipeline.scanners} >= {'clamav', 'spamassassin', 'banned'}\n"
+        "assert pipeline.decoder is not None\n"
+        f"forbidden = {ONE_SHOT_FORBIDDEN!r}\n"
+        "print(sorted(m for m in sys.modules if m in forbidden"
+        " or m.split('.')[0] in forbidden))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"

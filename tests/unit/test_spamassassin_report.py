@@ -25,6 +25,7 @@ from scanners.spamassassin import (
     SpamAssassinSettings,
     _converted,
     parse_rule_table,
+    parse_symbols,
     spam_report,
     spamd_copy,
 )
@@ -89,7 +90,7 @@ def test_captured_reports_are_read_in_full(name: str, expected: SpamReport) -> N
 def test_rounded_rule_scores_need_not_add_up_to_the_total() -> None:
     """Documented precision: one decimal per rule and in the total."""
     report = spam_report(captured("lottery"))
-    assert round(sum(points for _, points in report.tests), 1) == 14.2
+    assert round(sum(points for _, points in report.tests if points is not None), 1) == 14.2
     assert report.score == 14.1
 
 
@@ -123,6 +124,39 @@ def test_rows_before_the_table_and_continuation_lines_are_ignored() -> None:
         ("NEGATIVE_RULE", -5.5),
         ("USER_RULE", 10000.0),
     )
+
+
+def test_a_symbols_answer_gives_the_rule_names_without_scores() -> None:
+    raw = (  # spamd 4.0.1's answer to SYMBOLS for a GTUBE message
+        b"SPAMD/1.1 0 EX_OK\r\nContent-length: 21\r\nSpam: True ; 1001.3 / 5.0\r\n\r\n"
+        b"GTUBE,RCVD_ILLEGAL_IP"
+    )
+    response = spamc_responses.Response(**ResponseParser().parse(raw))
+    assert spam_report(response, "SYMBOLS") == SpamReport(
+        1001.3, 5.0, (("GTUBE", None), ("RCVD_ILLEGAL_IP", None))
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("", []),
+        ("\r\n", []),
+        ("GTUBE", ["GTUBE"]),
+        (
+            "MISSING_DATE,MISSING_MID, NO_RECEIVED\r\n",
+            ["MISSING_DATE", "MISSING_MID", "NO_RECEIVED"],
+        ),
+        ("GTUBE,not a rule,__HIDDEN,X-INJECTED: yes", ["GTUBE", "__HIDDEN"]),
+    ],
+)
+def test_symbols_are_rule_names_and_nothing_else(text: str, names: list[str]) -> None:
+    assert parse_symbols(text) == tuple((name, None) for name in names)
+
+
+@pytest.mark.parametrize(("rule_scores", "verb"), [(True, "REPORT"), (False, "SYMBOLS")])
+def test_the_request_is_the_cheapest_that_gives_what_is_asked(rule_scores: bool, verb: str) -> None:
+    assert SpamAssassinSettings(rule_scores=rule_scores).verb == verb
 
 
 def test_a_reply_without_a_spam_header_is_unusable() -> None:
