@@ -64,10 +64,14 @@ WORKER_COUNTS = (1, 2)  # contentfilter serve --workers N, in mode a, when it ha
 # command line (--clamd/--spamd), as an administrator would pass them.
 CONTENTFILTER_CONFIG = {
     "a": "scanners: {}\n",
-    "b": "scanners:\n  clamav: {}\n  banned: {}\n",
-    "c": "scanners:\n  clamav: {}\n  spamassassin: {}\n  banned: {}\n",
+    "b": "scanners:\n  clamav: {}\n  banned: {}\n  bad_header: {}\n",
+    "c": "scanners:\n  clamav: {}\n  spamassassin: {}\n  banned: {}\n  bad_header: {}\n",
 }
 NO_CACHE = "cache: {enabled: false}\n"  # for smtp-source's repeated body
+# mode c with the rule names only (spamd SYMBOLS) instead of per-rule scores (REPORT)
+SYMBOLS = CONTENTFILTER_CONFIG["c"].replace(
+    "spamassassin: {}", "spamassassin: {rule_scores: false}"
+)
 
 
 @dataclass
@@ -372,26 +376,33 @@ def filters_for_mode(bench: Bench, daemons: Daemons, mode: str) -> Iterator[Mode
     spamd_port = int(daemons.spamd_address.rpartition(":")[2])
     with contextlib.ExitStack() as stack:
         if "contentfilter" in args.filters:
-            variants = [("contentfilter", (), "")]
+            config = CONTENTFILTER_CONFIG[mode]
+            # (name, extra serve arguments, config, driven by smtp-source)
+            variants: list[tuple[str, tuple[str, ...], str, bool]] = [
+                ("contentfilter", (), config, False)
+            ]
+            if mode == "c" and args.symbols_variant:
+                variants.append(("contentfilter-symbols", (), SYMBOLS, False))
             if mode == "a" and bench.workers_supported:
                 variants += [
-                    (f"contentfilter-w{n}", ("--workers", str(n)), "") for n in WORKER_COUNTS
+                    (f"contentfilter-w{n}", ("--workers", str(n)), config, False)
+                    for n in WORKER_COUNTS
                 ]
             if args.source:
-                variants.append(("contentfilter", (), NO_CACHE))
-            for name, extra, cache in variants:
+                variants.append(("contentfilter", (), config + NO_CACHE, True))
+            for name, extra, text, for_source in variants:
                 handle = start_filter(
-                    bench.workdir / f"contentfilter-{mode}-{name}{'-nocache' if cache else ''}",
+                    bench.workdir / f"contentfilter-{mode}-{name}{'-source' * for_source}",
                     next_hop=daemons.sink.address,
                     clamd=daemons.clamd_address if mode in "bc" else "off",
                     spamd=daemons.spamd_address if mode == "c" else "off",
-                    config_text=CONTENTFILTER_CONFIG[mode] + cache,
+                    config_text=text,
                     extra_args=extra,
                     timeout=60,
                 )
                 stack.callback(handle.stop)
                 target = Target(name, handle.address, handle.process.pid)
-                (source if cache else loadgen).append(target)
+                (source if for_source else loadgen).append(target)
         if "fuglu" in args.filters:
             settings = FugluSettings(mode, sink_port, clamd_port, spamd_port)
             fuglu = stack.enter_context(start_fuglu(bench.workdir, settings))
@@ -624,6 +635,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=int,
         default=500 * 1024,
         help="spamd alone: larger messages skip spamd, as spamc -s does (default 512000)",
+    )
+    parser.add_argument(
+        "--no-symbols-variant",
+        dest="symbols_variant",
+        action="store_false",
+        help="mode c: skip contentfilter-symbols (spamassassin.rule_scores: false)",
     )
     parser.add_argument(
         "--no-source",

@@ -46,7 +46,7 @@ def find_py_spy() -> str | None:
 
 @contextlib.contextmanager
 def recording(py_spy: str, pid: int, out: Path, rate: int = 100) -> Iterator[None]:
-    """Sample `pid` (without pausing it) while the block runs."""
+    """Sample `pid` and its child processes (without pausing them) while the block runs."""
     process = subprocess.Popen(
         [
             py_spy,
@@ -60,6 +60,7 @@ def recording(py_spy: str, pid: int, out: Path, rate: int = 100) -> Iterator[Non
             "-r",
             str(rate),
             "--nonblocking",
+            "--subprocesses",  # the decoder workers (and serve's workers) too
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
