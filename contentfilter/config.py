@@ -20,6 +20,7 @@ from contentfilter.decoder_settings import DecoderLimits
 from contentfilter.errors import ConfigError
 from contentfilter.policy_settings import PolicyBank, PolicySettings
 from contentfilter.quarantine.notice_settings import NoticeSettings
+from contentfilter.web.settings import WebSettings
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ class Config:
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
     notices: NoticeSettings = NoticeSettings()
+    web: WebSettings = WebSettings()
 
     def enabled_scanners(self) -> dict[str, ScannerSection]:
         return {name: s for name, s in self.scanners.items() if s.enabled}
