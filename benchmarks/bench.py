@@ -162,9 +162,11 @@ class Bench:
             self.loadgen(target, mix, concurrency, warmup, None)
         sink_query(daemons.sink, "XRESET")
         before = self._cpu(daemons, target)
+        children_before = procmon.children_cpu_seconds(target.pid)
         with procmon.TreeSampler(target.pid) as sampler:
             result = self.loadgen(target, mix, concurrency, args.count, args.duration)
         after = self._cpu(daemons, target)
+        children_after = procmon.children_cpu_seconds(target.pid)
         sink = json.loads(sink_query(daemons.sink, "XSTATS"))
         point: dict[str, Any] = {
             "filter": target.name,
@@ -175,6 +177,8 @@ class Bench:
         }
         point |= stats.summarise(result)
         point |= _resources(before, after, sampler, sink, point["sent"])
+        if target.name.startswith("contentfilter-w"):  # serve --workers: how the load spread
+            point["worker_cpu_shares"] = _shares(children_before, children_after)
         self.points.append(point)
         print(report.point_line(point), flush=True)
         return point
@@ -307,6 +311,16 @@ def _resources(
         "delivered": sink["messages"],
         "spam_flagged": sink["spam_flagged"],
     }
+
+
+def _shares(before: dict[int, float], after: dict[int, float]) -> list[float]:
+    """Each child's share of the children's CPU over the point, largest first (children
+    that started or ended meanwhile are left out)."""
+    spent = {pid: after[pid] - before[pid] for pid in after if pid in before}
+    total = sum(spent.values())
+    return (
+        sorted((round(value / total, 3) for value in spent.values()), reverse=True) if total else []
+    )
 
 
 def _median_ms(values: list[float]) -> float | None:

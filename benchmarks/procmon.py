@@ -69,6 +69,11 @@ def cpu_seconds(root: int) -> float:
     return total / TICK
 
 
+def children_cpu_seconds(root: int) -> dict[int, float]:
+    """CPU of each direct child's tree (a supervisor's workers, with their helpers)."""
+    return {child: cpu_seconds(child) for child in _children(root)}
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot."""
     fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]

@@ -188,14 +188,29 @@ def worker_table(points: list[dict[str, Any]]) -> list[str]:
                 _cell(two, "p99_ms"),
                 _fmt(_ratio(_get(two, "msgs_per_s"), _get(point, "msgs_per_s")), 2, "x"),
                 _fmt(_get(two, "peak_rss_mb")),
+                _busiest(two),
             ]
         )
     if not rows:
         return []
     return _table(
-        ["mode", "mix", "c", "1 worker msg/s (p99 ms)", "2 workers", "2 / 1", "2 workers RSS MB"],
+        [
+            "mode",
+            "mix",
+            "c",
+            "1 worker msg/s (p99 ms)",
+            "2 workers",
+            "2 / 1",
+            "2 workers RSS MB",
+            "busiest worker's CPU share",
+        ],
         rows,
     )
+
+
+def _busiest(point: dict[str, Any] | None) -> str:
+    shares = (point or {}).get("worker_cpu_shares") or []
+    return f"{100 * shares[0]:.0f}%" if shares else "-"
 
 
 def _replies(point: dict[str, Any]) -> str:
@@ -376,6 +391,16 @@ def targets(points: list[dict[str, Any]], extras: Sequence[dict[str, Any]] = ())
                         ratio >= 1.7,
                     )
                 )
+    for point in points:
+        shares = point.get("worker_cpu_shares") or []
+        if point["filter"] == f"{CF}-w2" and point["concurrency"] == 16 and shares:
+            results.append(
+                (
+                    f"a, `{point['mix']}`, c=16, 2 workers: none above 60% of the load",
+                    f"busiest {100 * shares[0]:.0f}% of the workers' CPU",
+                    shares[0] <= 0.6,
+                )
+            )
     at16 = [p for p in points if p["filter"].startswith(CF) and p["concurrency"] == 16]
     if at16:
         peak = max(at16, key=lambda p: p["peak_rss_mb"])
