@@ -7,8 +7,8 @@ come from
   score, for amavisd-new's `tests=[GTUBE=1000, ...]` in X-Spam-Status;
 - SYMBOLS (`rule_scores: false`): the rule names only, `tests=[GTUBE, ...]`. spamd
   skips rendering the report (its template, descriptions, content preview) and we
-  skip reading it: measured with `benchmarks/spamd_verbs.py`, SYMBOLS costs spamd
-  about as much CPU as the bare CHECK, REPORT some 5-10% more (BENCHMARKS.md).
+  skip reading it; what that saves spamd is measured by `benchmarks/spamd_verbs.py`
+  (BENCHMARKS.md: small next to the rules themselves).
 PROCESS and HEADERS cost about what SYMBOLS does but return the whole message or
 header section, whose X-Spam-Status layout is the site's `add_header` template:
 nothing to gain over SYMBOLS, and more to parse.
