@@ -106,8 +106,9 @@ def main() -> None:
     if arguments.tree is not None:
         global COMMAND, ENVIRONMENT, CONFIG
         tree = arguments.tree.resolve()
-        COMMAND = [
+        COMMAND = [  # -P: the tree on PYTHONPATH, not the current directory, comes first
             sys.executable,
+            "-P",
             "-c",
             "import sys; from contentfilter.cli import main; sys.exit(main())",
         ]
