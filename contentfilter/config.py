@@ -21,6 +21,7 @@ from contentfilter.errors import ConfigError
 from contentfilter.policy_settings import PolicyBank, PolicySettings
 from contentfilter.quarantine.notice_settings import NoticeSettings
 from contentfilter.web.settings import WebSettings
+from contentfilter.quarantine.settings import QuarantineSettings
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ class Config:
     metrics: MetricsSettings = MetricsSettings()
     notices: NoticeSettings = NoticeSettings()
     web: WebSettings = WebSettings()
+    quarantine: QuarantineSettings = QuarantineSettings()
 
     def enabled_scanners(self) -> dict[str, ScannerSection]:
         return {name: s for name, s in self.scanners.items() if s.enabled}

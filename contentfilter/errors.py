@@ -102,6 +102,8 @@ class QuarantineError(ContentFilterError):
     policy says to go on without the quarantine): it must not be dropped unkept.
     """
 
+    errno: int | None = None  # ENOSPC or EDQUOT when a full disk is the cause
+
 
 class TokenError(ContentFilterError):
     """A link token cannot be used: `reason` says why, in words a page can show.

@@ -32,6 +32,7 @@ from tests.support.daemons import (  # noqa: E402
     start_spamd,
 )
 from tests.support.net import free_port  # noqa: E402
+from tests.support.postgres import PostgresServer, start_postgres  # noqa: E402
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
@@ -115,3 +116,10 @@ def postfix(postfix_stack: PostfixStack) -> Iterator[PostfixStack]:
     """The session's Postfix stack, its sink emptied for this test."""
     postfix_stack.sink.clear()
     yield postfix_stack
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server (Debian's package) on a free loopback port."""
+    with start_postgres() as server:
+        yield server

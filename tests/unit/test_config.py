@@ -241,3 +241,43 @@ def test_contentfilter_refuses_a_bad_config_in_one_line(
     assert done.stdout == ""
     (line,) = done.stderr.splitlines()
     assert line.startswith("contentfilter: config error: ") and words in line
+
+
+def test_quarantine_defaults() -> None:
+    settings = config.load(None).quarantine
+    assert settings.enabled and settings.on_failure == "tempfail"
+    assert settings.categories == ("virus", "banned", "spam")
+    assert (settings.retention.days("spam"), settings.retention.days("virus")) == (14, 30)
+    assert settings.directory == "/var/lib/contentfilter/quarantine" and not settings.database
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "words"),
+    [
+        ({"categories": ["virus", "viruses"]}, "quarantine", "unknown category 'viruses'"),
+        ({"on_failure": "discard"}, "quarantine.on_failure", "tempfail, discard-unkept"),
+        ({"database": "mysql://x"}, "quarantine", "postgresql://"),
+        ({"directory": "relative/dir"}, "quarantine", "absolute path"),
+        ({"retention": {"spam": 0}}, "quarantine.retention", "spam: days must be positive"),
+        ({"retention": {"virsu": 3}}, "quarantine.retention.virsu", "unknown key"),
+        ({"spam_cutoff_level": "high"}, "quarantine.spam_cutoff_level", "number"),
+        ({"keep": True}, "quarantine.keep", "unknown key"),
+    ],
+)
+def test_bad_quarantine_values_name_the_key(
+    section: dict[str, object], key: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.from_mapping({"quarantine": section})
+    assert caught.value.key == key
+    assert words in str(caught.value)
+
+
+def test_check_config_hides_the_database_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "q.yaml"
+    path.write_text('quarantine: {database: "postgresql://cf:s3cret@db.example/q"}\n')
+    assert cli.main(["check-config", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "postgresql://cf:***@db.example/q" in out and "s3cret" not in out
