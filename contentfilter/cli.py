@@ -23,9 +23,11 @@ from contentfilter.cache import ResultCache
 from contentfilter.config import Config
 from contentfilter.decode.spool import Spool
 from contentfilter.decode.workers import DecoderPool
-from contentfilter.errors import ConfigError
+from contentfilter.errors import ConfigError, QuarantineError
 from contentfilter.model import Destiny, Envelope, Message, PartsScanner, Recipient
 from contentfilter.pipeline import Pipeline
+from contentfilter.quarantine import open_store
+from contentfilter.quarantine.cli import add_commands as add_quarantine_commands
 from contentfilter.relay import Delivery, NextHop
 
 log = logging.getLogger("contentfilter")
@@ -126,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     spawn.add_argument("--log-file", type=Path, help="append the log here (default: syslog)")
     spawn.set_defaults(command_function=command_spawn, listen=None)
+    add_quarantine_commands(commands, _common_options)
     return parser
 
 
@@ -192,9 +195,12 @@ def _override_scanner(data: dict[str, Any], type_name: str, value: str | None, k
         section[name] = entry
 
 
-def build_pipeline(config: Config, next_hop: Any, one_shot: bool = False) -> Pipeline:
-    """The pipeline with its scanners and decoder pool; `one_shot` (pipe, spawn: one
-    message or session at a time) gets one decoder worker, started when first needed."""
+def build_pipeline(
+    config: Config, next_hop: Any, one_shot: bool = False, keep: bool = True
+) -> Pipeline:
+    """The pipeline with its scanners, decoder pool and (unless `keep` is False, as for
+    `scan`) the quarantine store the config names; `one_shot` (pipe, spawn: one message
+    or session at a time) gets one decoder worker, started when first needed."""
     cache = None
     if config.cache.enabled:
         cache = ResultCache(ttl=config.cache.ttl, max_entries=config.cache.max_entries)
@@ -203,7 +209,8 @@ def build_pipeline(config: Config, next_hop: Any, one_shot: bool = False) -> Pip
     decoder = None  # a crash costs one message: decoding happens in worker processes
     if looks_at_parts:
         decoder = DecoderPool(replace(config.decoder, workers=1) if one_shot else config.decoder)
-    return Pipeline(config, built, next_hop, cache, decoder=decoder)
+    store = open_store(config.quarantine) if keep and config.quarantine.enabled else None
+    return Pipeline(config, built, next_hop, cache, decoder=decoder, quarantine=store)
 
 
 async def close_pipeline(pipeline: Pipeline) -> None:
@@ -211,6 +218,8 @@ async def close_pipeline(pipeline: Pipeline) -> None:
         await scanner.close()
     if pipeline.decoder is not None:
         await asyncio.to_thread(pipeline.decoder.close)
+    if pipeline.quarantine is not None:
+        await pipeline.quarantine.close()
 
 
 def setup_logging(config: Config) -> None:
@@ -268,6 +277,7 @@ async def serve(config: Config) -> None:
         log.info("metrics on http://%s/metrics", address)
     if pipeline.decoder is not None:
         await pipeline.decoder.start()
+    await _check_quarantine(pipeline)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -302,6 +312,20 @@ def _health(config: Config, metrics: Any) -> Any:
         return status.health(checks)
 
     return health
+
+
+async def _check_quarantine(pipeline: Pipeline) -> None:
+    """Open the quarantine store now (its schema brought up to date), so a store that is
+    down is in the log at start-up, not first at the next virus. The filter starts
+    anyway: only the messages to keep are tempfailed until the store is back."""
+    if pipeline.quarantine is None:
+        return
+    try:
+        version = await pipeline.quarantine.migrate()
+    except QuarantineError as error:
+        log.warning("quarantine: store not available (blocked mail will be tempfailed): %s", error)
+        return
+    log.info("quarantine: %r, schema version %d", pipeline.quarantine, version)
 
 
 # --- pipe and spawn: one process per message or session ------------------------------
@@ -515,7 +539,7 @@ def _crlf(raw: bytes) -> bytes:
 async def _scan(config: Config, message: Message) -> list[str]:
     from contentfilter import mime, policy
 
-    pipeline = build_pipeline(config, _DryRun())
+    pipeline = build_pipeline(config, _DryRun(), keep=False)
     lines = [f"message: {message.size} bytes, sender <{message.envelope.mail_from}>"]
     spool = Spool(config.decoder.temp_directory)  # what clamd is to see of the parts
     try:

@@ -92,7 +92,10 @@ def main_category(outcome: Outcome) -> ContentsCategory:
 def action_words(dispositions: Sequence[Disposition]) -> tuple[str, ...]:
     """`RelayedInbound`, `DiscardedInbound`...: relay attempts first, each word once."""
     attempted = sorted(dispositions, key=lambda d: not _relay_attempt(d))
-    return tuple(dict.fromkeys(f"{_action_word(d)}Inbound" for d in attempted))
+    words = [f"{_action_word(d)}Inbound" for d in attempted]
+    if any(d.quarantine_id for d in dispositions):  # amavisd-new: {DiscardedInbound,Quarantined}
+        words.append("Quarantined")
+    return tuple(dict.fromkeys(words))
 
 
 def _relay_attempt(disposition: Disposition) -> bool:

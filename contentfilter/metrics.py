@@ -178,7 +178,8 @@ class Metrics:
         self.cache = counter("cache_lookups", "Result cache lookups by result", ["result"])
         self.tempfails = counter(
             "tempfails",
-            "Messages answered 4xx, by reason: scanner, next_hop, policy, disk_full, internal",
+            "Messages answered 4xx, by reason: scanner, next_hop, policy, disk_full, quarantine,"
+            " internal",
             ["reason"],
         )
         self.sessions_active = gauge("smtp_sessions_active", "SMTP sessions open", mode="livesum")

@@ -358,6 +358,7 @@ class Verdict:
     rule: str = ""  # name of the policy rule that fired
     details: tuple[str, ...] = ()  # of the deciding category: virus names, banned part...
     dsn: DsnDecision = DsnDecision()  # for the sender, if this copy is not delivered
+    quarantined: bool = False  # a copy is kept in the quarantine (contentfilter.quarantine.keep)
 
     def edits_key(self) -> tuple[tuple[bytes, ...], str, bool]:
         """Recipients whose copies need the same edits are relayed together."""

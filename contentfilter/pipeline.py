@@ -21,7 +21,7 @@ from contentfilter.cache import ResultCache
 from contentfilter.config import Config
 from contentfilter.decode.spool import Spool
 from contentfilter.decode.workers import DecoderPool
-from contentfilter.errors import RelayError, ScannerError, ScannerTimeout
+from contentfilter.errors import QuarantineError, RelayError, ScannerError, ScannerTimeout
 from contentfilter.faults import FaultCounter
 from contentfilter.model import (
     Action,
@@ -41,6 +41,7 @@ from contentfilter.model import (
     ScanResult,
     Verdict,
 )
+from contentfilter.quarantine import QuarantineStore, keep
 from contentfilter.relay import Delivery, RecipientResult
 
 if TYPE_CHECKING:  # prometheus_client is loaded only where metrics are served
@@ -81,6 +82,7 @@ class Pipeline:
     faults: FaultCounter = field(default_factory=FaultCounter)
     event_log: events.EventLog = field(default_factory=events.EventLog)
     metrics: Metrics | None = None
+    quarantine: QuarantineStore | None = None  # None: nothing is kept (scan, tests)
 
     # --- scanning ----------------------------------------------------------------------
 
@@ -227,22 +229,19 @@ class Pipeline:
         try:
             outcome = await self._handle(message, lmtp, stages)
         except Exception as error:  # nothing is lost: every fault is a tempfail
-            if not isinstance(error, ScannerError | RelayError):
+            if not isinstance(error, ScannerError | RelayError | QuarantineError):
                 self.faults.record("pipeline", error, message.log_id)
             reply = replies.failure(message.log_id, error)
             failure = "scanner" if isinstance(error, ScannerError) else "internal"
+            failure = "quarantine" if isinstance(error, QuarantineError) else failure
             failure = "disk_full" if reply.status == "4.3.1" else failure
             failed = tuple(
                 Disposition(r, None, Action.TEMPFAILED, reply) for r in message.envelope.recipients
             )
             outcome = Outcome(message, (), failed)
         outcome = replace(outcome, elapsed=self.clock() - started)
-        bank = policy.choose_bank(
-            message.envelope, self.config.server.listen, self.config.policy_banks
-        )
-        bank_name = next((n for n, b in self.config.policy_banks.items() if b is bank), None)
         hostname = self.config.server.hostname
-        event = events.from_outcome(outcome, hostname, bank_name, stages)
+        event = events.from_outcome(outcome, hostname, self._bank_name(message), stages)
         self.event_log.write(event)
         if self.metrics is not None:
             self.metrics.observe(event, outcome, self.cache is not None, failure)
@@ -272,9 +271,61 @@ class Pipeline:
             reply = replies.tempfailed(message.log_id, tempfail)
             held = tuple(Disposition(v.recipient, v, Action.TEMPFAILED, reply) for v in verdicts)
             return Outcome(message, results, held)
+        verdicts = await self._keep(message, results, verdicts)
         dispositions = await self._act(message, verdicts, lmtp)
         stages["reinject"] = self.clock() - mark
         return Outcome(message, results, dispositions)
+
+    def _bank_name(self, message: Message) -> str | None:
+        bank = policy.choose_bank(
+            message.envelope, self.config.server.listen, self.config.policy_banks
+        )
+        return next((n for n, b in self.config.policy_banks.items() if b is bank), None)
+
+    # --- the quarantine ----------------------------------------------------------------
+
+    async def _keep(
+        self, message: Message, results: tuple[ScanResult, ...], verdicts: tuple[Verdict, ...]
+    ) -> tuple[Verdict, ...]:
+        """Mark the copies the quarantine keeps and store them, one call for the message,
+        before anything is answered or relayed. A store that fails tempfails the message
+        (QuarantineError) unless `quarantine.on_failure` is discard-unkept."""
+        settings = self.config.quarantine
+        if self.quarantine is None or not settings.enabled:
+            return verdicts
+        verdicts = keep.mark(verdicts, results, settings, message.mail_id)
+        kept = [v for v in verdicts if v.quarantined]
+        if not kept:
+            return verdicts
+        entry = keep.entry(
+            message,
+            results,
+            kept,
+            stored=datetime.now(UTC),
+            host=settings.host,
+            policy_bank=self._bank_name(message),
+        )
+        try:
+            await self.quarantine.put(entry, message.raw)
+        except Exception as error:
+            if not isinstance(error, QuarantineError):  # a fault in the store: still a failure
+                self.faults.record("quarantine", error, message.log_id)
+                error = QuarantineError(f"internal error ({type(error).__name__})")
+            if self.metrics is not None:
+                self.metrics.quarantine_failed()
+            if settings.on_failure == "tempfail":
+                log.warning("(%s) quarantine: cannot keep the message: %s", message.log_id, error)
+                raise error from None
+            log.warning(
+                "(%s) quarantine: cannot keep the message, going on without it"
+                " (on_failure: discard-unkept): %s",
+                message.log_id,
+                error,
+            )
+            return keep.unmark(verdicts, message.mail_id)
+        if self.metrics is not None:
+            self.metrics.quarantined(entry.category, message.size)
+        return verdicts
 
     async def _act(
         self, message: Message, verdicts: tuple[Verdict, ...], lmtp: bool
@@ -286,7 +337,9 @@ class Pipeline:
         for index, verdict in enumerate(verdicts):
             if verdict.destiny is not Destiny.PASS:
                 done[index] = await self._block(message, verdict)
-        dispositions = tuple(done[index] for index in range(len(verdicts)))
+        dispositions = tuple(
+            _with_quarantine(done[index], message.mail_id) for index in range(len(verdicts))
+        )
         if not lmtp and replies.combine(message.log_id, dispositions).is_success:
             await self._notify_refused(message, dispositions)
         return dispositions
@@ -429,6 +482,17 @@ _BLOCK_ACTIONS = {
     Destiny.REJECT: Action.REJECTED,
     Destiny.TEMPFAIL: Action.TEMPFAILED,
 }
+
+
+def _with_quarantine(disposition: Disposition, mail_id: str) -> Disposition:
+    """A kept copy's disposition names its quarantine id; a blocked one's reply too."""
+    verdict = disposition.verdict
+    if verdict is None or not verdict.quarantined:
+        return disposition
+    reply = disposition.reply
+    if verdict.destiny is not Destiny.PASS:
+        reply = replies.quarantined(reply, mail_id)
+    return replace(disposition, reply=reply, quarantine_id=mail_id)
 
 
 def _relay_disposition(

@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import IntEnum
 
-from contentfilter.errors import DISK_FULL, ContentFilterError, RelayError, ScannerError
+from contentfilter.errors import (
+    DISK_FULL,
+    ContentFilterError,
+    QuarantineError,
+    RelayError,
+    ScannerError,
+)
 from contentfilter.model import Action, ContentsCategory, Destiny, Disposition, Reply, Verdict
 
 
@@ -71,6 +77,12 @@ def for_destiny(log_id: str, verdict: Verdict) -> Reply:
     raise ValueError(f"a passed recipient has no destiny reply: {verdict}")
 
 
+def quarantined(reply: Reply, mail_id: str) -> Reply:
+    """A reply for a copy kept in the quarantine: its id appended, for the admin who reads
+    Postfix's log (`contentfilter quarantine show ID`)."""
+    return Reply(reply.code, reply.status, f"{reply.text}, quarantine: {mail_id}")
+
+
 def next_hop_refused(log_id: str, next_hop: str, code: int, text: str) -> Reply:
     """The next hop answered 4xx or 5xx for a copy: 5xx only when it said 5xx itself."""
     if 500 <= code < 600:
@@ -106,6 +118,13 @@ def failure(log_id: str, error: BaseException) -> Reply:
             Code.LOCAL_ERROR,
             "4.3.1",
             f"Error in processing, id={log_id}, insufficient disk space ({error.strerror})",
+        )
+    if isinstance(error, QuarantineError):
+        # RFC 3463 4.3.1 when the disk is full, else 4.3.0: the mail system could not
+        # keep the message; Postfix retries, nothing is dropped unkept
+        status = "4.3.1" if error.errno in DISK_FULL else "4.3.0"
+        return Reply(
+            Code.LOCAL_ERROR, status, f"Error in processing, id={log_id}, quarantine: {error}"
         )
     if isinstance(error, ScannerError):
         return Reply(

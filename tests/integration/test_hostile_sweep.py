@@ -12,6 +12,8 @@ come back on every retry of the same message, so none may happen at all.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ class InProcessFilter:
 
     def __init__(self, next_hop: str) -> None:
         self.port = free_port()
+        self.quarantine = tempfile.mkdtemp(prefix="contentfilter-sweep-")
         self.config = config.from_mapping(
             {
                 "server": {"listen": [f"127.0.0.1:{self.port}"], "hostname": "filter.test"},
@@ -54,6 +57,7 @@ class InProcessFilter:
                     "destiny": {"banned": "bounce", "spam": "pass"},
                     "subject_tags": {"bad_header": "***BAD HEADER*** "},
                 },
+                "quarantine": {"directory": self.quarantine},  # hostile headers stored too
             }
         )
         self.loop = asyncio.new_event_loop()
@@ -90,6 +94,7 @@ class InProcessFilter:
         await self.server.drain(30)
         await cli.close_pipeline(self.pipeline)
         await self.next_hop.close()
+        shutil.rmtree(self.quarantine, ignore_errors=True)
 
     @property
     def faults(self) -> int:

@@ -53,11 +53,19 @@ def _writable_log(workdir: Path) -> Path:
     return log
 
 
-def _reject_config(workdir: Path) -> Path:
-    config = workdir / "reject.yaml"
-    config.write_text(REJECT_POLICY)
+def _config(workdir: Path, name: str, text: str = "") -> Path:
+    """A config file for the unprivileged filter, with its own quarantine directory."""
+    quarantine = workdir / f"quarantine-{name}"
+    quarantine.mkdir(mode=0o700)
+    shutil.chown(quarantine, FILTER_USER)
+    config = workdir / f"{name}.yaml"
+    config.write_text(f"{text}quarantine:\n  directory: {quarantine}\n")
     config.chmod(0o644)
     return config
+
+
+def _reject_config(workdir: Path) -> Path:
+    return _config(workdir, "reject", REJECT_POLICY)
 
 
 def _sendmail_stand_in(workdir: Path) -> Path:
@@ -103,9 +111,11 @@ def pipe_stack(daemon_dir: Path, clamd: Clamd, spamd: Spamd) -> Iterator[Stack]:
     workdir = daemon_dir / "postfix-pipe"
     workdir.mkdir(mode=0o755)
     log, sendmail = _writable_log(workdir), _sendmail_stand_in(workdir)
-    scanners = f"--clamd {clamd.address} --spamd {spamd.address}"
-    reject = f"-c {_reject_config(workdir)} {scanners}"
-    down = f"--clamd 127.0.0.1:{closed_port()} --spamd {spamd.address}"
+    scanners = f"-c {_config(workdir, 'filter')} --clamd {clamd.address} --spamd {spamd.address}"
+    reject = f"-c {_reject_config(workdir)} --clamd {clamd.address} --spamd {spamd.address}"
+    down = (
+        f"-c {_config(workdir, 'down')} --clamd 127.0.0.1:{closed_port()} --spamd {spamd.address}"
+    )
     reject_port, down_port = free_port(), free_port()
     services = (
         _pipe_service("filtro", scanners, log, sendmail)
@@ -130,9 +140,11 @@ def spawn_stack(daemon_dir: Path, clamd: Clamd, spamd: Spamd) -> Iterator[Stack]
     workdir = daemon_dir / "postfix-spawn"
     workdir.mkdir(mode=0o755)
     log = _writable_log(workdir)
-    scanners = f"--clamd {clamd.address} --spamd {spamd.address}"
-    reject = f"-c {_reject_config(workdir)} {scanners}"
-    down = f"--clamd 127.0.0.1:{closed_port()} --spamd {spamd.address}"
+    scanners = f"-c {_config(workdir, 'filter')} --clamd {clamd.address} --spamd {spamd.address}"
+    reject = f"-c {_reject_config(workdir)} --clamd {clamd.address} --spamd {spamd.address}"
+    down = (
+        f"-c {_config(workdir, 'down')} --clamd 127.0.0.1:{closed_port()} --spamd {spamd.address}"
+    )
     reject_port, down_port = free_port(), free_port()
     reject_filter, down_filter = free_port(), free_port()
     services = (
@@ -278,7 +290,9 @@ def test_our_dsn_goes_out_through_postfix_sendmail_with_the_null_sender(
 ) -> None:
     pipe_stack.sink.clear()
     config = tmp_path / "bounce.yaml"
-    config.write_text("policy:\n  destiny:\n    virus: bounce\n")
+    config.write_text(
+        f"policy:\n  destiny:\n    virus: bounce\nquarantine:\n  directory: {tmp_path / 'q'}\n"
+    )
     envelope = ["-f", messages.SENDER, "--", messages.RECIPIENT]
     run = subprocess.run(
         [

@@ -229,13 +229,17 @@ def test_swaks_eicar_sample_is_discarded_by_default(
 ) -> None:
     process = filter_factory(clamd=clamd.address)
     result = swaks(process.address, eicar_sample())
-    assert re.search(
-        rf"^<-  250 2\.7\.0 Ok, discarded, id=\S+ - INFECTED: {EICAR_NAME}$",
+    answer = re.search(
+        rf"^<-  250 2\.7\.0 Ok, discarded, id=\S+ - INFECTED: {EICAR_NAME}"
+        r", quarantine: ([\w-]{12})$",
         result.stdout,
         re.MULTILINE,
-    ), result.stdout
+    )
+    assert answer, result.stdout
     assert result.returncode == 0, result.stdout + result.stderr
     assert sink.attempts == []
+    assert process.quarantine_directory is not None  # kept, not dropped: the id is its file
+    assert list(process.quarantine_directory.glob(f"bodies/*/{answer.group(1)}.eml.gz"))
 
 
 def test_swaks_eicar_sample_is_rejected_when_virus_destiny_is_reject(
@@ -246,6 +250,8 @@ def test_swaks_eicar_sample_is_rejected_when_virus_destiny_is_reject(
     )
     result = swaks(process.address, eicar_sample())
     assert re.search(
-        rf"^<\*\* 554 5\.7\.0 .*INFECTED: {EICAR_NAME}$", result.stdout, re.MULTILINE
+        rf"^<\*\* 554 5\.7\.0 .*INFECTED: {EICAR_NAME}, quarantine: [\w-]{{12}}$",
+        result.stdout,
+        re.MULTILINE,
     ), result.stdout
     assert sink.attempts == []

@@ -20,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from tests.support.messages import EICAR
 from tests.support.net import (
     GarbageServer,
@@ -231,6 +233,7 @@ class FilterProcess:
     process: subprocess.Popen[bytes]
     stderr_path: Path
     argv: list[str] = field(default_factory=list)
+    quarantine_directory: Path | None = None  # its private SQLite quarantine, if it has one
 
     @property
     def address(self) -> str:
@@ -276,10 +279,10 @@ def start_filter(
     for flag, value in (("--clamd", clamd), ("--spamd", spamd)):
         if value is not None:
             argv += [flag, value]
-    if config_text is not None:
-        config = workdir / f"contentfilter-{port}.yaml"
-        config.write_text(config_text)
-        argv += ["-c", str(config)]
+    config_text, quarantine = private_quarantine(config_text, workdir / f"quarantine-{port}")
+    config = workdir / f"contentfilter-{port}.yaml"
+    config.write_text(config_text)
+    argv += ["-c", str(config)]
     argv += list(extra_args)
     if "--metrics" not in argv:  # many filters run at once: no shared default port
         argv += ["--metrics", "off"]
@@ -289,7 +292,7 @@ def start_filter(
         process = subprocess.Popen(
             argv, stdout=stderr, stderr=stderr, env=environment, start_new_session=True
         )
-    handle = FilterProcess("127.0.0.1", port, process, stderr_path, argv)
+    handle = FilterProcess("127.0.0.1", port, process, stderr_path, argv, quarantine)
 
     def greets() -> bool:
         return re.match(rb"[2-5]\d\d[ -]", smtp_greeting("127.0.0.1", port)) is not None
@@ -300,6 +303,23 @@ def start_filter(
         handle.stop()
         raise
     return handle
+
+
+def private_quarantine(config_text: str | None, directory: Path) -> tuple[str, Path | None]:
+    """The config with its quarantine in `directory` when it names no store, so no test
+    filter ever writes to the system's /var/lib/contentfilter/quarantine. A text that
+    is not a YAML mapping is left as it is (the filter refuses it anyway)."""
+    try:
+        document = yaml.safe_load(config_text or "") or {}
+    except yaml.YAMLError:
+        return config_text or "", None
+    if not isinstance(document, dict):
+        return config_text or "", None
+    section = document.setdefault("quarantine", {})
+    if not isinstance(section, dict) or "directory" in section or "database" in section:
+        return config_text or "", None
+    section["directory"] = str(directory)
+    return yaml.safe_dump(document, sort_keys=False), directory
 
 
 class FilterFactory:
