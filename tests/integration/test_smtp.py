@@ -231,7 +231,7 @@ def test_swaks_eicar_sample_is_discarded_by_default(
     result = swaks(process.address, eicar_sample())
     answer = re.search(
         rf"^<-  250 2\.7\.0 Ok, discarded, id=\S+ - INFECTED: {EICAR_NAME}"
-        r", quarantine: ([\w-]{12})$",
+        r", quarantine: (?P<id>[\w-]{12})$",
         result.stdout,
         re.MULTILINE,
     )
@@ -239,7 +239,7 @@ def test_swaks_eicar_sample_is_discarded_by_default(
     assert result.returncode == 0, result.stdout + result.stderr
     assert sink.attempts == []
     assert process.quarantine_directory is not None  # kept, not dropped: the id is its file
-    assert list(process.quarantine_directory.glob(f"bodies/*/{answer.group(1)}.eml.gz"))
+    assert list(process.quarantine_directory.glob(f"bodies/*/{answer['id']}.eml.gz"))
 
 
 def test_swaks_eicar_sample_is_rejected_when_virus_destiny_is_reject(
