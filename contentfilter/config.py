@@ -20,8 +20,8 @@ from contentfilter.decoder_settings import DecoderLimits
 from contentfilter.errors import ConfigError
 from contentfilter.policy_settings import PolicyBank, PolicySettings
 from contentfilter.quarantine.notice_settings import NoticeSettings
-from contentfilter.web.settings import WebSettings
 from contentfilter.quarantine.settings import QuarantineSettings
+from contentfilter.web.settings import WebSettings
 
 
 @dataclass(frozen=True)
