@@ -21,7 +21,7 @@ def point_line(point: dict[str, Any]) -> str:
     """One progress line for a measured point."""
     replies = " ".join(f"{key}={value}" for key, value in sorted(point["replies"].items()))
     return (
-        f"{point['mode']} {point['mix']:<7} c={point['concurrency']:<3} {point['filter']:<13} "
+        f"{point['mode']} {point['mix']:<7} c={point['concurrency']:<3} {point['filter']:<21} "
         f"{point['msgs_per_s']:>8.1f} msg/s  "
         f"p50 {point['p50_ms']:>7.1f} ms  p99 {point['p99_ms']:>8.1f} ms  "
         f"cpu {point['cpu_ms_per_msg']:>6.2f} ms/msg  rss {point['peak_rss_mb']:>6.1f} MB  "
@@ -31,7 +31,7 @@ def point_line(point: dict[str, Any]) -> str:
 
 def extra_line(extra: dict[str, Any]) -> str:
     line = (
-        f"{extra['mode']} {extra['mix']:<7} c=1   {extra['filter']:<13} "
+        f"{extra['mode']} {extra['mix']:<7} c=1   {extra['filter']:<21} "
         f"latency {extra['latency_ms']} ms, "
         f"first byte at next hop {extra['first_byte_ms']} ms after the client's first "
         f"({extra['first_byte_after_data_ms']} ms after its last)"
