@@ -61,7 +61,9 @@ def add_commands(commands: Any, common_options: Options) -> None:
     listing.add_argument("--since", type=moment, help="ISO date/time (UTC), or 2d, 12h, 30m ago")
     listing.add_argument("--rcpt", help="a recipient address")
     listing.add_argument("--sender", help="the envelope sender")
-    listing.add_argument("--state", type=State, choices=list(State), help="a recipient's state")
+    listing.add_argument(
+        "--state", choices=[state.value for state in State], help="a recipient's state"
+    )
     listing.add_argument("--limit", type=int, default=100, help="at most this many (100)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     show = action("show", command_show, "headers, findings, parts and recipients of one")
@@ -118,7 +120,7 @@ async def command_list(config: Config, arguments: argparse.Namespace, store: Any
         since=arguments.since,
         recipient=arguments.rcpt,
         sender=arguments.sender,
-        state=arguments.state,
+        state=State(arguments.state) if arguments.state else None,
         limit=max(1, arguments.limit),
     )
     entries = await store.search(query)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from tests.support import messages
 from tests.support.client import send
 from tests.support.daemons import Clamd, FilterFactory, FilterProcess, Spamd, filter_command
+from tests.support.net import free_port
 from tests.support.postgres import PostgresServer, start_postgres
 from tests.support.sink import CaptureSink
 
@@ -150,13 +152,21 @@ def test_a_store_that_fails_tempfails_the_message(
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     config = f"quarantine: {{directory: {blocker}/quarantine}}\n"
-    process = filter_factory(clamd=clamd.address, config_text=config)
+    metrics = f"127.0.0.1:{free_port()}"
+    process = filter_factory(
+        clamd=clamd.address, config_text=config, extra_args=["--metrics", metrics]
+    )
     replies = send(process.address, messages.eicar_attachment(), messages.SENDER, TWO)
     assert re.fullmatch(r"451 4\.3\.0 Error in processing, id=\S+, quarantine: .*", replies.data)
     assert "Not a directory" in replies.data, replies.data
     clean = send(process.address, messages.clean(), messages.SENDER, TWO)
     assert clean.data.startswith("250 2.0.0 Ok"), clean.data  # only mail to keep waits
     assert "TempFailed" in process.log_text()
+    assert "store not available" in process.log_text()  # said at start-up already
+    with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=30) as answer:
+        exported = answer.read().decode()
+    assert "contentfilter_quarantine_store_failures_total 1.0" in exported
+    assert 'contentfilter_tempfails_total{reason="quarantine"} 1.0' in exported
 
 
 def test_discard_unkept_goes_on_without_the_store(
