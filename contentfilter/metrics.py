@@ -77,7 +77,8 @@ class Metrics:
         )
         self.stage_duration = Histogram(
             "stage_duration_seconds",
-            "Time per stage of a message: decode, scanner_<name>, scan, policy, reinject, total",
+            "Time per stage of a message: receive, decode, scanner_<name>, scan, policy, reinject,"
+            " total",
             ["stage"],
             namespace=NAMESPACE,
             registry=registry,
