@@ -265,7 +265,9 @@ class Metrics:
     def _clamd_version(self, server: str, engine: str, signatures: str) -> None:
         old = self._clamd_versions.get(server)
         if old is not None and old != (engine, signatures):
-            self.clamd_version.remove(server, *old)  # only the version running now is 1
+            # only the version running now is 1; set to 0, not removed: in multiprocess
+            # mode a removed series stays in the files of the process that wrote it
+            self.clamd_version.labels(server, *old).set(0)
         self._clamd_versions[server] = (engine, signatures)
         self.clamd_version.labels(server, engine, signatures).set(1)
 
