@@ -155,9 +155,25 @@ class Metrics:
         self.quarantine_failures = counter(
             "quarantine_store_failures", "Messages the quarantine store failed to keep (451)"
         )
+        self.quarantine_up = gauge(
+            "quarantine_up",
+            "1 when the quarantine store answered the last probe, 0 when not",
+            mode="mostrecent",
+        )
+        self.quarantine_copies = gauge(
+            "quarantine_copies",
+            "Recipient copies in the quarantine by state (held, released...), at the last probe",
+            ["state"],
+            "mostrecent",
+        )
+        self.quarantine_bytes = gauge(
+            "quarantine_bytes",
+            "Bytes of the message bodies the quarantine keeps, at the last probe",
+            mode="mostrecent",
+        )
         self.quarantine_items = gauge(
             "quarantine_items",
-            "Messages held in the quarantine by contents category, at the last look",
+            "Messages in the quarantine's index by contents category, at the last probe",
             ["category"],
             "mostrecent",
         )
@@ -243,12 +259,16 @@ class Metrics:
         self.next_hop_connections.labels("reused" if reused else "new").inc()
 
     def probed(self, checks: Iterable[Check], now: float | None = None) -> None:
-        """The periodic clamd and spamd checks: `scanner_up` (up when one of a scanner's
-        servers answers), clamd's signature age and version."""
+        """The periodic checks: `scanner_up` (up when one of a scanner's servers
+        answers), clamd's signature age and version, the quarantine store's counts."""
         from contentfilter.status import ClamdVersion
 
         up: dict[str, bool] = {}
         for check in checks:
+            if check.key.startswith("quarantine."):
+                self.quarantine_up.set(check.up)
+                if check.stats is not None:
+                    self.quarantine_held(check.stats)
             if not check.scanner:
                 continue
             up[check.scanner] = up.get(check.scanner, False) or check.up
@@ -292,6 +312,9 @@ class Metrics:
         """What the store holds now (`QuarantineStore.stats`), and the oldest item's age."""
         for category, count in stats.by_category.items():
             self.quarantine_items.labels(category).set(count)
+        for state, count in stats.by_state.items():
+            self.quarantine_copies.labels(state).set(count)
+        self.quarantine_bytes.set(stats.bytes_stored)
         if oldest_age is not None:
             self.quarantine_oldest.set(oldest_age)
 

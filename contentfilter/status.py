@@ -1,8 +1,9 @@
 """`contentfilter status`: ask every daemon the filter depends on whether it answers.
 
 clamd: PING and VERSION (the signature database's date, hence its age); spamd: PING;
-the next hop: its greeting and EHLO. One line each. A check is `critical` when the
-policy cannot pass mail without it (a scanner whose `on_failure` is tempfail, the
+the quarantine store: its counts; the next hop: its greeting and EHLO. One line each.
+A check is `critical` when the policy cannot pass mail without it (a scanner whose
+`on_failure` is tempfail, the quarantine store when its `on_failure` is tempfail, the
 next hop): the command exits 1 when one of those is down. The same checks serve
 `check-config --ping`, `/healthz` and the periodic probe behind `scanner_up`.
 """
@@ -19,7 +20,11 @@ from datetime import UTC, datetime
 import scanners
 from contentfilter.addresses import HostPort
 from contentfilter.config import Config
+from contentfilter.errors import QuarantineError
 from contentfilter.model import FailureAction
+from contentfilter.quarantine import State, Stats
+from contentfilter.quarantine.settings import QuarantineSettings, hide_password
+from contentfilter.quarantine.sqlite import INDEX
 from scanners.clamav import ClamAVSettings
 from scanners.clamd_wire import ClamdServer
 from scanners.spamassassin import SpamAssassinSettings
@@ -42,6 +47,7 @@ class Check:
     target: str = ""  # the address as configured
     scanner: str = ""  # the scanner it serves (its config name); "" for the next hop
     version: str = ""  # clamd's VERSION reply
+    stats: Stats | None = None  # the quarantine store's counts
 
     def line(self) -> str:
         state = "up" if self.up else ("DOWN" if self.critical else "down (not critical)")
@@ -169,6 +175,44 @@ async def check_spamd(
     return replace(down, up=True, detail=answer)
 
 
+async def check_quarantine(settings: QuarantineSettings, timeout: float = TIMEOUT) -> Check:
+    """The quarantine store answers `stats` (its counts) within `timeout`. A directory
+    not made yet is not made here: `status` may run as another user than the filter,
+    and the store makes it, with the right owner, when the first message is kept."""
+    from contentfilter.quarantine import open_store
+
+    database = bool(settings.database)
+    target = hide_password(settings.database) if database else settings.directory
+    key = "quarantine.database" if database else "quarantine.directory"
+    critical = settings.on_failure == "tempfail"  # else blocked mail goes on unkept
+    down = Check(f"quarantine {target}", False, "", critical, key, target)
+    if not database:
+        try:
+            os.stat(os.path.join(settings.directory, INDEX))
+        except FileNotFoundError:
+            return replace(down, up=True, detail="empty: made when the first message is kept")
+        except OSError as error:  # not ours to read: run as the filter's user (or root)
+            return replace(down, detail=_reason(error, timeout))
+    store = open_store(settings)
+    try:
+        async with asyncio.timeout(timeout):
+            try:
+                stats = await store.stats()
+            finally:
+                await store.close()
+    except (QuarantineError, OSError, TimeoutError) as error:
+        return replace(down, detail=_reason(error, timeout)[:200])
+    return replace(down, up=True, detail=describe_stats(stats), stats=stats)
+
+
+def describe_stats(stats: Stats) -> str:
+    """`12 messages (spam 2, virus 10), 11 copies held, 1.2 MB`."""
+    categories = ", ".join(f"{name} {count}" for name, count in sorted(stats.by_category.items()))
+    held = stats.by_state.get(State.HELD.value, 0)
+    text = f"{stats.messages} messages" + (f" ({categories})" if categories else "")
+    return f"{text}, {held} copies held, {stats.bytes_stored / 1e6:.1f} MB"
+
+
 async def check_next_hop(address: HostPort, hostname: str, timeout: float = TIMEOUT) -> Check:
     name = f"next hop {address}"
     down = Check(name, False, "", True, "next_hop.address", str(address))
@@ -227,6 +271,8 @@ async def run_checks(
 ) -> list[Check]:
     """Every check at once; each ends within `timeout` seconds."""
     pending = scanner_checks(config, timeout)
+    if config.quarantine.enabled:
+        pending.append(check_quarantine(config.quarantine, timeout))
     if next_hop:
         hostname = config.server.hostname
         pending.append(check_next_hop(config.next_hop.address, hostname, timeout))
@@ -252,10 +298,14 @@ def health(checks: Sequence[Check]) -> tuple[bool, dict[str, object]]:
 async def probe_forever(
     config: Config, record: Callable[[list[Check]], None], interval: float
 ) -> None:
-    """Check every clamd and spamd each `interval` seconds and `record` the answers."""
+    """Check every clamd and spamd and the quarantine store each `interval` seconds and
+    `record` the answers."""
+    timeout = min(TIMEOUT, interval)
     while True:
         try:
-            checks = await asyncio.gather(*scanner_checks(config, min(TIMEOUT, interval)))
+            checks = await asyncio.gather(*scanner_checks(config, timeout))
+            if config.quarantine.enabled:
+                checks.append(await check_quarantine(config.quarantine, timeout))
             record(list(checks))
         except Exception:  # a fault here costs a probe, never the filter
             log.exception("scanner probe failed")

@@ -103,25 +103,34 @@ def healthz(address: str) -> tuple[int, dict[str, Any]]:
         return error.code, json.load(error)
 
 
-def test_healthz_asks_clamd_spamd_and_the_next_hop_and_says_ok(
+def test_healthz_asks_clamd_spamd_the_quarantine_and_the_next_hop_and_says_ok(
     filter_factory: FilterFactory, clamd: Clamd, spamd: Spamd, sink: CaptureSink
 ) -> None:
     address = f"127.0.0.1:{free_port()}"
-    filter_factory(
+    process = filter_factory(
         clamd=clamd.address,
         spamd=spamd.address,
         config_text="metrics:\n  probe_interval: 0\n",  # only /healthz asks
         extra_args=["--metrics", address],
     )
     assert ("contentfilter_scanner_up", (("scanner", "clamav"),)) not in scrape(address)
+    eicar = message("EICAR", EICAR + b"\r\n")
+    assert send(process.address, eicar, ALICE, [BOB, CAROL]).data.startswith("250 ")
     status, body = healthz(address)
     assert (status, body["status"], body["broken"]) == (200, "ok", []), body
-    assert [c["name"] for c in body["checks"]] == [
-        f"clamd {clamd.address}",
-        f"spamd {spamd.address}",
-        f"next hop {sink.address}",
+    assert [(c["name"], c["up"]) for c in body["checks"]] == [
+        (f"clamd {clamd.address}", True),
+        (f"spamd {spamd.address}", True),
+        (f"quarantine {process.quarantine_directory}", True),
+        (f"next hop {sink.address}", True),
     ]
+    assert body["checks"][2]["detail"].startswith("1 messages (virus 1), 2 copies held, ")
     samples = scrape(address)
+    assert value(samples, "quarantine_stored_total", category="virus") == 1
+    assert value(samples, "quarantine_up") == 1
+    assert value(samples, "quarantine_items", category="virus") == 1
+    assert value(samples, "quarantine_copies", state="held") == 2
+    assert value(samples, "quarantine_bytes") > 0
     assert value(samples, "scanner_up", scanner="clamav") == 1
     assert value(samples, "scanner_up", scanner="spamassassin") == 1
     versions = [

@@ -4,22 +4,32 @@ next hop, and stopped ones."""
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from contentfilter.status import describe_version
-from tests.support.daemons import Clamd, Spamd, filter_command
+from tests.support.client import send
+from tests.support.daemons import Clamd, FilterFactory, Spamd, filter_command
+from tests.support.messages import EICAR, message
 from tests.support.net import free_port
 from tests.support.sink import CaptureSink
 
 
-def status(*arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*filter_command(), "status", *arguments],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def status(
+    *arguments: str, quarantine: str = "{enabled: false}"
+) -> subprocess.CompletedProcess[str]:
+    """`contentfilter status` with a config whose `quarantine:` section is `quarantine`
+    (by default off: the system's quarantine is none of the tests' business)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config:
+        config.write(f"quarantine: {quarantine}\n")
+        config.flush()
+        return subprocess.run(
+            [*filter_command(), "status", "-c", config.name, *arguments],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
 
 def test_everything_up_prints_one_line_each_and_exits_0(
@@ -72,6 +82,7 @@ def check_config_ping(
         f"next_hop:\n  address: {next_hop!r}\n"
         f"scanners:\n  clamav:\n    servers: [{clamd!r}]\n"
         f"  spamassassin:\n    server: {spamd!r}\n  banned: {{}}\n"
+        f"quarantine:\n  directory: {str(tmp_path / 'quarantine')!r}\n"
     )
     return subprocess.run(
         [*filter_command(), "check-config", "-c", str(config), "--ping"],
@@ -92,10 +103,15 @@ def test_check_config_ping_says_ok_for_each_key_when_everything_answers(
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith(f"# {tmp_path / 'contentfilter.yaml'}: OK.")
     lines = ping_lines(result)
-    assert len(lines) == 3, lines
+    assert len(lines) == 4, lines
     assert lines[0].startswith(f"OK scanners.clamav.servers[0]: {clamd.address}: ClamAV ")
     assert lines[1].startswith(f"OK scanners.spamassassin.server: {spamd.address}: SPAMD/")
-    assert lines[2].startswith(f"OK next_hop.address: {sink.address}: 220 ")
+    assert lines[2] == (
+        f"OK quarantine.directory: {tmp_path / 'quarantine'}: empty:"
+        " made when the first message is kept"
+    )
+    assert lines[3].startswith(f"OK next_hop.address: {sink.address}: 220 ")
+    assert not (tmp_path / "quarantine").exists()  # checking made nothing
 
 
 def test_check_config_ping_names_the_key_of_each_stopped_daemon_and_fails(
@@ -105,7 +121,8 @@ def test_check_config_ping_names_the_key_of_each_stopped_daemon_and_fails(
     stopped_hop = f"127.0.0.1:{free_port()}"
     result = check_config_ping(tmp_path, clamd.address, stopped_spamd, stopped_hop)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert ping_lines(result)[1:] == [
+    lines = ping_lines(result)
+    assert [lines[1], lines[3]] == [
         f"FAIL scanners.spamassassin.server: {stopped_spamd}: connection refused",
         f"FAIL next_hop.address: {stopped_hop}: connection refused",
     ]
@@ -114,3 +131,42 @@ def test_check_config_ping_names_the_key_of_each_stopped_daemon_and_fails(
     assert ping_lines(result)[0] == (
         f"FAIL scanners.clamav.servers[0]: {missing}: no such file or directory"
     )
+
+
+def test_status_counts_what_the_quarantine_holds_and_names_a_store_that_is_down(
+    filter_factory: FilterFactory, clamd: Clamd, sink: CaptureSink
+) -> None:
+    process = filter_factory(clamd=clamd.address)
+    reply = send(
+        process.address, message("EICAR", EICAR + b"\r\n"), "a@sender.example", ["b@x.test"]
+    )
+    assert reply.data.startswith("250 "), reply  # discarded, a copy kept
+    directory = process.quarantine_directory
+    assert directory is not None
+    result = status(
+        "--clamd",
+        "off",
+        "--spamd",
+        "off",
+        "--next-hop",
+        sink.address,
+        quarantine=f"{{directory: {str(directory)!r}}}",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == (
+        f"quarantine {directory}: up: 1 messages (virus 1), 1 copies held, 0.0 MB"
+    )
+    stopped = f"postgresql://contentfilter@127.0.0.1:{free_port()}/quarantine"
+    result = status(
+        "--clamd",
+        "off",
+        "--spamd",
+        "off",
+        "--next-hop",
+        sink.address,
+        quarantine=f"{{database: {stopped!r}, timeout: 5}}",
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = result.stdout.splitlines()[0]
+    assert line.startswith(f"quarantine {stopped}: DOWN: "), line
+    assert "refused" in line or "111" in line, line
