@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from contentfilter import cli, config
 from contentfilter.errors import ConfigError
@@ -281,3 +282,15 @@ def test_check_config_hides_the_database_password(
     assert cli.main(["check-config", "-c", str(path)]) == 0
     out = capsys.readouterr().out
     assert "postgresql://cf:***@db.example/q" in out and "s3cret" not in out
+
+
+def test_off_unquoted_switches_the_metrics_endpoint_and_the_json_log_off() -> None:
+    loaded = config.from_mapping(yaml.safe_load("metrics: {listen: off}\nlog: {json: off}"))
+    assert loaded.metrics.address is None
+    assert loaded.log.json == "off"
+
+
+@pytest.mark.parametrize("interval", [-1, 3601])
+def test_a_probe_interval_out_of_range_is_refused_naming_the_key(interval: int) -> None:
+    with pytest.raises(ConfigError, match="metrics: probe_interval: expected 0 to 3600"):
+        config.from_mapping({"metrics": {"probe_interval": interval}})
