@@ -18,7 +18,7 @@ from typing import Any
 
 import scanners
 from contentfilter import config as config_module
-from contentfilter import events, headers, replies, rfc5322
+from contentfilter import events, headers, replies, rfc5322, sdnotify
 from contentfilter.cache import ResultCache
 from contentfilter.config import Config
 from contentfilter.decode.spool import Spool
@@ -283,21 +283,26 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    scanner_names = ", ".join(s.name for s in pipeline.scanners) or "none"
     log.info(
-        "contentfilter ready: next hop %s, scanners: %s",
-        config.next_hop.address,
-        ", ".join(s.name for s in pipeline.scanners) or "none",
+        "contentfilter ready: next hop %s, scanners: %s", config.next_hop.address, scanner_names
     )
+    notifier = sdnotify.Notifier.from_environment()
+    watchdog = asyncio.create_task(notifier.keep_watchdog())
+    notifier.ready(f"accepting mail; next hop {config.next_hop.address}; scanners: {scanner_names}")
     await stop.wait()
     for task in tasks:
         task.cancel()
     log.info("stopping: finishing messages in progress")
+    notifier.stopping("finishing messages in progress")
     await server.drain(DRAIN_TIMEOUT)
     await asyncio.sleep(0.2)  # let the last replies reach the clients
     await close_pipeline(pipeline)
     await next_hop.close()
     if exporter is not None:
         exporter.close()
+    watchdog.cancel()
+    notifier.close()
     log.info("stopped")
 
 

@@ -259,12 +259,13 @@ def start_filter(
     extra_args: Sequence[str] = (),
     port: int | None = None,
     timeout: float = 30.0,
+    environment: dict[str, str] | None = None,
 ) -> FilterProcess:
     """Start `contentfilter serve` and wait until it answers; the caller stops it.
 
     "Answers" means any SMTP greeting: a filter that refuses our address (554 at
     connect, `server.allowed_clients`) is up too. Its stderr (the log) is kept in
-    `workdir/filter-PORT.log`.
+    `workdir/filter-PORT.log`. `environment` adds variables (NOTIFY_SOCKET ...).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -287,10 +288,10 @@ def start_filter(
     if "--metrics" not in argv:  # many filters run at once: no shared default port
         argv += ["--metrics", "off"]
     stderr_path = workdir / f"filter-{port}.log"
-    environment = dict(os.environ, PYTHONUNBUFFERED="1")
+    variables = dict(os.environ, PYTHONUNBUFFERED="1", **(environment or {}))
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(
-            argv, stdout=stderr, stderr=stderr, env=environment, start_new_session=True
+            argv, stdout=stderr, stderr=stderr, env=variables, start_new_session=True
         )
     handle = FilterProcess("127.0.0.1", port, process, stderr_path, argv, quarantine)
 
@@ -343,6 +344,7 @@ class FilterFactory:
         config_text: str | None = None,
         extra_args: Sequence[str] = (),
         port: int | None = None,
+        environment: dict[str, str] | None = None,
     ) -> FilterProcess:
         process = start_filter(
             self.workdir,
@@ -352,6 +354,7 @@ class FilterFactory:
             config_text=config_text,
             extra_args=extra_args,
             port=port,
+            environment=environment,
         )
         self.started.append(process)
         return process
