@@ -18,7 +18,7 @@ from typing import Any
 
 import scanners
 from contentfilter import config as config_module
-from contentfilter import events, headers, replies, rfc5322, sdnotify
+from contentfilter import events, headers, privileges, replies, rfc5322, sdnotify
 from contentfilter.cache import ResultCache
 from contentfilter.config import Config
 from contentfilter.decode.spool import Spool
@@ -76,6 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--log-json", metavar="PATH|stderr", help="one JSON event per message (log.json)"
+    )
+    serve.add_argument(
+        "--allow-root",
+        action="store_true",
+        help="started as root, keep running as root (daemon.allow_root)",
+    )
+    serve.add_argument(
+        "--temp-directory",
+        metavar="DIR",
+        help="private directory for extracted parts, emptied at start (decoder.temp_directory)",
     )
     serve.set_defaults(command_function=command_serve)
     status = commands.add_parser(
@@ -153,6 +163,10 @@ def load_config(arguments: argparse.Namespace) -> Config:
         _section(data, "metrics")["listen"] = arguments.metrics
     if getattr(arguments, "log_json", None):
         _section(data, "log")["json"] = arguments.log_json
+    if getattr(arguments, "allow_root", False):
+        _section(data, "daemon")["allow_root"] = True
+    if getattr(arguments, "temp_directory", None):
+        _section(data, "decoder")["temp_directory"] = arguments.temp_directory
     _override_scanner(data, "clamav", getattr(arguments, "clamd", None), "servers")
     _override_scanner(data, "spamassassin", getattr(arguments, "spamd", None), "server")
     return config_module.from_mapping(data)
@@ -244,6 +258,9 @@ def command_serve(config: Config, arguments: argparse.Namespace) -> int:
     try:
         setup_logging(config)
         asyncio.run(serve(config))
+    except ConfigError as error:  # the user, group or temp directory
+        print(f"contentfilter: config error: {error}", file=sys.stderr)
+        return 2
     except OSError as error:
         log.error("cannot start: %s", error)
         return 1
@@ -253,6 +270,11 @@ def command_serve(config: Config, arguments: argparse.Namespace) -> int:
 async def serve(config: Config) -> None:
     from contentfilter.server import Server
 
+    daemon = config.daemon
+    run_as = privileges.target(daemon.user, daemon.group, daemon.allow_root)
+    temp = privileges.temp_directory(config.decoder.temp_directory)
+    leftovers = privileges.prepare_temp_directory(temp, run_as)
+    config = replace(config, decoder=replace(config.decoder, temp_directory=temp))
     next_hop = NextHop(config.next_hop, config.server.hostname)
     pipeline = build_pipeline(config, next_hop)
     pipeline.event_log = events.open_event_log(config.log.json)
@@ -275,10 +297,15 @@ async def serve(config: Config) -> None:
             probe = status.probe_forever(config, metrics.probed, config.metrics.probe_interval)
             tasks.add(asyncio.create_task(probe))
         log.info("metrics on http://%s/metrics", address)
+    await server.start()
+    privileges.drop(run_as)  # after binding (ports below 1024), before any mail is read
+    log.info(
+        "running as uid %d, gid %d; temp directory %s (%d leftovers removed)",
+        *(os.getuid(), os.getgid(), temp, leftovers),
+    )
     if pipeline.decoder is not None:
         await pipeline.decoder.start()
     await _check_quarantine(pipeline)
-    await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -175,6 +175,21 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class DaemonSettings:
+    """Whom `serve` runs as after binding its listeners ($daemon_user, $daemon_group)."""
+
+    user: str = "contentfilter"
+    group: str = ""  # "" = the user's own group
+    allow_root: bool = False  # keep running as root when started as root (serve --allow-root)
+
+    def __post_init__(self) -> None:
+        for name in ("user", "group"):
+            value = getattr(self, name)
+            if (name == "user" and not value) or not (value.isprintable() and " " not in value):
+                raise ValueError(f"{name}: expected a user or group name")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration tree."""
 
@@ -190,6 +205,7 @@ class Config:
     notices: NoticeSettings = NoticeSettings()
     web: WebSettings = WebSettings()
     quarantine: QuarantineSettings = QuarantineSettings()
+    daemon: DaemonSettings = DaemonSettings()
 
     def enabled_scanners(self) -> dict[str, ScannerSection]:
         return {name: s for name, s in self.scanners.items() if s.enabled}

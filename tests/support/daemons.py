@@ -260,12 +260,17 @@ def start_filter(
     port: int | None = None,
     timeout: float = 30.0,
     environment: dict[str, str] | None = None,
+    as_root: bool = True,
 ) -> FilterProcess:
     """Start `contentfilter serve` and wait until it answers; the caller stops it.
 
     "Answers" means any SMTP greeting: a filter that refuses our address (554 at
     connect, `server.allowed_clients`) is up too. Its stderr (the log) is kept in
     `workdir/filter-PORT.log`. `environment` adds variables (NOTIFY_SOCKET ...).
+
+    The suite runs as root: the filter keeps root (`--allow-root`, so it reads the
+    test's private files) unless `as_root` is False, and gets its own temp directory
+    (`workdir/tmp-PORT`; serve empties it at start) unless the test chose one.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -285,6 +290,10 @@ def start_filter(
     config.write_text(config_text)
     argv += ["-c", str(config)]
     argv += list(extra_args)
+    if as_root and os.geteuid() == 0 and "--allow-root" not in argv:
+        argv.append("--allow-root")
+    if "temp_directory" not in (config_text or "") and "--temp-directory" not in argv:
+        argv += ["--temp-directory", str(workdir / f"tmp-{port}")]
     if "--metrics" not in argv:  # many filters run at once: no shared default port
         argv += ["--metrics", "off"]
     stderr_path = workdir / f"filter-{port}.log"
@@ -345,6 +354,7 @@ class FilterFactory:
         extra_args: Sequence[str] = (),
         port: int | None = None,
         environment: dict[str, str] | None = None,
+        as_root: bool = True,
     ) -> FilterProcess:
         process = start_filter(
             self.workdir,
@@ -355,6 +365,7 @@ class FilterFactory:
             extra_args=extra_args,
             port=port,
             environment=environment,
+            as_root=as_root,
         )
         self.started.append(process)
         return process
