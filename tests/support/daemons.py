@@ -261,6 +261,7 @@ def start_filter(
     timeout: float = 30.0,
     environment: dict[str, str] | None = None,
     as_root: bool = True,
+    wrapper: Sequence[str] = (),
 ) -> FilterProcess:
     """Start `contentfilter serve` and wait until it answers; the caller stops it.
 
@@ -271,6 +272,7 @@ def start_filter(
     The suite runs as root: the filter keeps root (`--allow-root`, so it reads the
     test's private files) unless `as_root` is False, and gets its own temp directory
     (`workdir/tmp-PORT`; serve empties it at start) unless the test chose one.
+    `wrapper` is a command that runs the filter's command line given to it.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -300,7 +302,7 @@ def start_filter(
     variables = dict(os.environ, PYTHONUNBUFFERED="1", **(environment or {}))
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(
-            argv, stdout=stderr, stderr=stderr, env=variables, start_new_session=True
+            [*wrapper, *argv], stdout=stderr, stderr=stderr, env=variables, start_new_session=True
         )
     handle = FilterProcess("127.0.0.1", port, process, stderr_path, argv, quarantine)
 
@@ -355,6 +357,7 @@ class FilterFactory:
         port: int | None = None,
         environment: dict[str, str] | None = None,
         as_root: bool = True,
+        wrapper: Sequence[str] = (),
     ) -> FilterProcess:
         process = start_filter(
             self.workdir,
@@ -366,6 +369,7 @@ class FilterFactory:
             port=port,
             environment=environment,
             as_root=as_root,
+            wrapper=wrapper,
         )
         self.started.append(process)
         return process
