@@ -26,7 +26,7 @@ class DecoderLimits:
     min_total_bytes: int = 10 * MiB  # the quota is never below this ($MIN_EXPANSION_QUOTA)
     max_total_bytes: int = 500 * MiB  # ... nor above this ($MAX_EXPANSION_QUOTA)
     max_member_size: int = 100 * MiB  # one decoded part or archive member
-    # private directory for extracted parts ("" = /var/tmp/contentfilter for serve,
+    # private directory for extracted parts ("" = /tmp/contentfilter for serve,
     # $TMPDIR for scan, pipe and spawn); see contentfilter.privileges
     temp_directory: str = ""
     workers: int = 2  # decoder processes: messages decoded at the same time

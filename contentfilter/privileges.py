@@ -28,8 +28,8 @@ from contentfilter.errors import ConfigError
 log = logging.getLogger("contentfilter")
 
 # `serve`'s private directory when decoder.temp_directory is "" (under systemd's
-# PrivateTmp= it is the unit's own /var/tmp)
-DEFAULT_TEMP_DIRECTORY = "/var/tmp/contentfilter"
+# PrivateTmp= it is the unit's own /tmp)
+DEFAULT_TEMP_DIRECTORY = "/tmp/contentfilter"
 TEMP_KEY = "decoder.temp_directory"
 ALLOW_ROOT = "serve --allow-root or daemon.allow_root: true"
 
@@ -118,7 +118,7 @@ def prepare_temp_directory(path: str, owner: Identity | None) -> int:
     and empty it; the number of leftover entries removed.
 
     The parent must exist. A symlink, or a directory that belongs to someone else
-    (another user could have made it in a shared /var/tmp), is refused with a
+    (another user could have made it in a shared /tmp), is refused with a
     ConfigError naming decoder.temp_directory; run as root, a directory of root's is
     handed over to `owner`.
     """
