@@ -300,8 +300,8 @@ async def serve(config: Config) -> None:
     await server.start()
     privileges.drop(run_as)  # after binding (ports below 1024), before any mail is read
     log.info(
-        "running as uid %d, gid %d; temp directory %s (%d leftovers removed)",
-        *(os.getuid(), os.getgid(), temp, leftovers),
+        "running as %s; temp directory %s (%d leftovers removed)",
+        *(privileges.current(), temp, leftovers),
     )
     if pipeline.decoder is not None:
         await pipeline.decoder.start()

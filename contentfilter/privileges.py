@@ -108,6 +108,20 @@ def drop(identity: Identity | None) -> None:
     os.environ["USER"] = os.environ["LOGNAME"] = identity.user
 
 
+def current() -> Identity:
+    """Whom this process runs as (for the log)."""
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    return Identity(user, uid, group, gid)
+
+
 def temp_directory(configured: str) -> str:
     """`serve`'s private directory: the configured one, or DEFAULT_TEMP_DIRECTORY."""
     return configured or DEFAULT_TEMP_DIRECTORY
