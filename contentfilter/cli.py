@@ -297,19 +297,20 @@ async def serve(config: Config) -> None:
             probe = status.probe_forever(config, metrics.probed, config.metrics.probe_interval)
             tasks.add(asyncio.create_task(probe))
         log.info("metrics on http://%s/metrics", address)
-    await server.start()
+    stop = asyncio.Event()  # a SIGTERM while starting stops the filter once it is up
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start(accepting=False)
     privileges.drop(run_as)  # after binding (ports below 1024), before any mail is read
     log.info(
         "running as %s; temp directory %s (%d leftovers removed)",
         *(privileges.current(), temp, leftovers),
     )
     if pipeline.decoder is not None:
-        await pipeline.decoder.start()
-    await _check_quarantine(pipeline)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        await pipeline.decoder.start()  # as the user: the decoder processes too
+    await _check_quarantine(pipeline)  # as the user: the files it makes are the user's
+    await server.accept()
     scanner_names = ", ".join(s.name for s in pipeline.scanners) or "none"
     log.info(
         "contentfilter ready: next hop %s, scanners: %s", config.next_hop.address, scanner_names

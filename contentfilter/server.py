@@ -478,7 +478,8 @@ class Server:
         self.servers: list[asyncio.base_events.Server] = []
         self.sessions = SessionCounter(config.server.max_sessions)
 
-    async def start(self) -> None:
+    async def start(self, accepting: bool = True) -> None:
+        """Bind every listener; accept connections now, or from `accept()` on."""
         loop = asyncio.get_running_loop()
         for listener in self.config.server.listen:
             handler = Handler(self.config, self.pipeline, listener)
@@ -488,9 +489,15 @@ class Server:
                 host=listener.address.host,
                 port=listener.address.port,
                 reuse_address=True,
+                start_serving=accepting,
             )
             self.servers.append(server)
             log.info("listening on %s (%s)", listener.address, listener.protocol.upper())
+
+    async def accept(self) -> None:
+        """Accept connections on listeners bound with `start(accepting=False)`."""
+        for server in self.servers:
+            await server.start_serving()
 
     async def serve_connection(self, sock: socket.socket, listener: Listener) -> None:
         """One session on a connection someone else accepted (Postfix's spawn(8)).
