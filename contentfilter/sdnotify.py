@@ -34,6 +34,7 @@ class Notifier:
         self.watchdog_interval = watchdog_interval  # seconds between two pings
         self._socket: socket.socket | None = None
         self._failed = False
+        self._last_ping = -float("inf")
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Notifier:
@@ -86,7 +87,22 @@ class Notifier:
         return self.send(*_status(text))
 
     def watchdog(self) -> bool:
+        self._last_ping = time.monotonic()
         return self.send("WATCHDOG=1")
+
+    def tick(self) -> None:
+        """For a loop that is not asyncio's (call it on every turn): ping the watchdog
+        when half its interval has passed since the last ping."""
+        if self.address is None or self.watchdog_interval is None:
+            return
+        if time.monotonic() - self._last_ping >= self.watchdog_interval:
+            self.watchdog()
+
+    def state(self, word: str) -> bool:
+        """`READY=1`, `RELOADING=1` or `STOPPING=1` as a word, sent as the method for it
+        sends it (RELOADING=1 with MONOTONIC_USEC)."""
+        sender = {"READY=1": self.ready, "RELOADING=1": self.reloading}
+        return sender.get(word, lambda: self.send(word))()
 
     async def keep_watchdog(self) -> None:
         """Ping the watchdog from the event loop until cancelled; returns at once

@@ -80,3 +80,16 @@ def test_watchdog_interval_is_half_of_watchdog_usec_for_this_process(
 def test_abstract_names_start_with_a_nul_byte() -> None:
     assert sdnotify.socket_address("@name") == b"\0name"
     assert sdnotify.socket_address("/run/systemd/notify") == "/run/systemd/notify"
+
+
+def test_tick_pings_only_when_half_the_interval_has_passed(
+    receiver: tuple[socket.socket, str],
+) -> None:
+    sock, name = receiver
+    notifier = sdnotify.Notifier(name, watchdog_interval=3600.0)
+    notifier.tick()  # the first turn pings
+    notifier.tick()  # the next ones, within the hour, do not
+    assert notifier.state("RELOADING=1")
+    assert fields(sock) == ["WATCHDOG=1"]
+    assert fields(sock)[0] == "RELOADING=1"  # nothing in between
+    notifier.close()
