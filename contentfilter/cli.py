@@ -270,11 +270,8 @@ def command_serve(config: Config, arguments: argparse.Namespace) -> int:
 async def serve(config: Config) -> None:
     from contentfilter.server import Server
 
-    daemon = config.daemon
-    run_as = privileges.target(daemon.user, daemon.group, daemon.allow_root)
-    temp = privileges.temp_directory(config.decoder.temp_directory)
-    leftovers = privileges.prepare_temp_directory(temp, run_as)
-    config = replace(config, decoder=replace(config.decoder, temp_directory=temp))
+    start = privileges.prepare(config)  # the user and the temp directory, before binding
+    config = start.config
     next_hop = NextHop(config.next_hop, config.server.hostname)
     pipeline = build_pipeline(config, next_hop)
     pipeline.event_log = events.open_event_log(config.log.json)
@@ -302,11 +299,7 @@ async def serve(config: Config) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await server.start(accepting=False)
-    privileges.drop(run_as)  # after binding (ports below 1024), before any mail is read
-    log.info(
-        "running as %s; temp directory %s (%d leftovers removed)",
-        *(privileges.current(), temp, leftovers),
-    )
+    start.drop()  # after binding (ports below 1024), before any mail is read
     if pipeline.decoder is not None:
         await pipeline.decoder.start()  # as the user: the decoder processes too
     await _check_quarantine(pipeline)  # as the user: the files it makes are the user's

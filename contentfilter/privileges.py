@@ -21,8 +21,9 @@ import os
 import pwd
 import shutil
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from contentfilter.config import Config
 from contentfilter.errors import ConfigError
 
 log = logging.getLogger("contentfilter")
@@ -32,6 +33,40 @@ log = logging.getLogger("contentfilter")
 DEFAULT_TEMP_DIRECTORY = "/tmp/contentfilter"
 TEMP_KEY = "decoder.temp_directory"
 ALLOW_ROOT = "serve --allow-root or daemon.allow_root: true"
+
+
+@dataclass(frozen=True)
+class Start:
+    """What `prepare` found: the configuration to serve with (its temp directory
+    filled in), whom to drop to after binding, and the leftovers it removed."""
+
+    config: Config
+    run_as: Identity | None
+    leftovers: int
+
+    def drop(self) -> None:
+        """Call once the listeners are bound: become `run_as`, and log who we are."""
+        drop(self.run_as)
+        log.info(
+            "running as %s; temp directory %s (%d leftovers removed)",
+            *(current(), self.config.decoder.temp_directory, self.leftovers),
+        )
+
+
+def prepare(config: Config) -> Start:
+    """Before `serve` binds: whom it will run as (ConfigError naming `daemon.user` or
+    `daemon.group`) and its private temp directory made and emptied."""
+    daemon = config.daemon
+    run_as = target(daemon.user, daemon.group, daemon.allow_root)
+    config = with_temp_directory(config)
+    leftovers = prepare_temp_directory(config.decoder.temp_directory, run_as)
+    return Start(config, run_as, leftovers)
+
+
+def with_temp_directory(config: Config) -> Config:
+    """`config` with serve's temp directory filled in (a reload keeps the same one)."""
+    decoder = replace(config.decoder, temp_directory=temp_directory(config.decoder.temp_directory))
+    return replace(config, decoder=decoder)
 
 
 @dataclass(frozen=True)

@@ -58,11 +58,14 @@ def test_serve_started_as_root_runs_as_nobody_and_filters_with_the_real_scanners
     spamd: Spamd,
     shared_dir: Path,
 ) -> None:
-    temp = shared_dir / "tmp"
+    temp, quarantine = shared_dir / "tmp", shared_dir / "quarantine"
+    quarantine.mkdir(mode=0o700)
+    os.chown(quarantine, NOBODY, NOBODY)  # as setup makes it for the filter's user
     process = filter_factory(
         clamd=clamd.address,
         spamd=spamd.address,
-        config_text=f"daemon: {{user: nobody}}\ndecoder: {{temp_directory: '{temp}'}}\n",
+        config_text=f"daemon: {{user: nobody}}\ndecoder: {{temp_directory: '{temp}'}}\n"
+        f"quarantine: {{directory: '{quarantine}'}}\n",
         as_root=False,
     )
     assert ids(process.process.pid) == {
@@ -73,6 +76,8 @@ def test_serve_started_as_root_runs_as_nobody_and_filters_with_the_real_scanners
     infected = send(process.address, eicar_attachment(), "alice@sender.example", ["bob@x.example"])
     assert infected.data.startswith("250 2.7.0 Ok, discarded, id="), infected
     assert "INFECTED: Eicar-Test-Signature" in infected.data
+    kept = list(quarantine.rglob("*"))
+    assert kept and {f.stat().st_uid for f in kept} == {NOBODY}  # the store is the user's
     decoders = children(process.process.pid)
     assert decoders, "the extracted attachment went through a decoder process"
     assert all(ids(pid)["Uid"] == [str(NOBODY)] * 4 for pid in decoders)
