@@ -162,7 +162,9 @@ def test_the_readme_looks_find_what_it_promises(fresh_root: FreshRoot) -> None:
 
     passed_clean = line_with("Passed CLEAN {RelayedInbound}")
     assert "<alice@example.org> -> <root@localhost>" in passed_clean
-    assert "{DiscardedInbound}" in line_with("Blocked INFECTED (Eicar-Test-Signature")
+    blocked = line_with("Blocked INFECTED (Eicar-Test-Signature")
+    assert "{DiscardedInbound,Quarantined}" in blocked  # kept in /var/lib/contentfilter
+    assert re.search(r", quarantine: [\w-]{12}, ", blocked), blocked
     assert re.search(r"Hits: 10\d\d", line_with("Passed SPAM {RelayedTaggedInbound}"))
     assert "Hits: -0" not in tail.output
     assert queue.output.strip() == "Mail queue is empty"
@@ -173,7 +175,9 @@ def test_the_filter_alone_answers_as_the_readme_says(fresh_root: FreshRoot) -> N
     assert "250 2.0.0 Ok, id=" in clean.output
     assert "from MTA([127.0.0.1]:10025): 250 2.0.0 Ok: queued as" in clean.output
     assert re.search(
-        r"250 2\.7\.0 Ok, discarded, id=\S+ - INFECTED: Eicar-Test-Signature", eicar.output
+        r"250 2\.7\.0 Ok, discarded, id=\S+ - INFECTED: Eicar-Test-Signature(\.UNOFFICIAL)?"
+        r", quarantine: [\w-]{12}",
+        eicar.output,
     )
     assert "250 2.0.0 Ok, id=" in gtube.output
     subjects = sorted(message["Subject"] for message in fresh_root.mailbox(after_block=3)[2:])
