@@ -84,6 +84,9 @@ def run_filter(
     config.write_text(RULES + quarantine)
     argv = [*filter_command(), "serve", "-c", str(config), "--listen", f"127.0.0.1:{port}"]
     argv += ["--next-hop", f"127.0.0.1:{sink_port}", "--metrics", "off"]
+    argv += ["--temp-directory", str(workdir / "tmp")]  # private, not a shared /tmp one
+    if os.geteuid() == 0:  # keep root: the store's directory is ours (root's)
+        argv.append("--allow-root")
     with open(workdir / f"filter-{port}.log", "wb") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=log)
     wait_until(lambda: smtp_greeting("127.0.0.1", port).startswith(b"220"), "filter", 60, process)
