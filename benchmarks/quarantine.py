@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -154,6 +155,7 @@ def main() -> None:
     finally:
         sink.terminate()
         sink.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
     print(
         f"{args.messages} messages per run, 1 in 5 kept, {args.concurrency} sessions,"
         f" {args.size} bytes; load average {os.getloadavg()[0]:.1f}"
