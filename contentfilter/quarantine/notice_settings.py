@@ -133,6 +133,8 @@ class NoticeSettings:
     def __post_init__(self) -> None:
         if self.sender and ("@" not in self.sender or any(c.isspace() for c in self.sender)):
             raise ValueError(f"sender: not a mail address: {self.sender!r}")
+        if self.templates and not Path(self.templates).is_dir():
+            raise ValueError(f"templates: {self.templates} is not a directory")
         if self.smtp:
             from contentfilter.addresses import HostPort
 

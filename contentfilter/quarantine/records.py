@@ -191,4 +191,14 @@ class QuarantineStore(Protocol):
         retried. Unknown keys are ignored."""
         ...
 
+    async def allow_sender(
+        self, recipient: str, sender: str, *, actor: str, via: Via, source: str = ""
+    ) -> bool:
+        """Record that `recipient` accepts mail from `sender` (any case); True if new."""
+        ...
+
+    async def allowed_sender(self, recipient: str, sender: str) -> bool:
+        """Whether `recipient` has allowed `sender` (any case)."""
+        ...
+
     async def close(self) -> None: ...
