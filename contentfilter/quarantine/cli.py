@@ -76,6 +76,9 @@ def add_commands(commands: Any, common_options: Options) -> None:
     stats = action("stats", command_stats, "counts by category and state, bytes stored")
     stats.add_argument("--json", action="store_true")
     action("migrate", command_migrate, "create or upgrade the store's schema")
+    from contentfilter.quarantine import release_commands
+
+    release_commands.add_parsers(actions, common_options)
 
 
 def run(config: Config, arguments: argparse.Namespace) -> int:

@@ -89,6 +89,20 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE TABLE claims (key text PRIMARY KEY, expires timestamptz NOT NULL);
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE allowed_senders (
+            recipient text NOT NULL,
+            sender text NOT NULL,
+            added timestamptz NOT NULL,
+            actor text NOT NULL,
+            via text NOT NULL,
+            source text NOT NULL,
+            PRIMARY KEY (recipient, sender)
+        );
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 
@@ -201,6 +215,14 @@ class PostgresStore:
 
     async def unclaim(self, key: str) -> None:
         await self._run(_unclaim, key)
+
+    async def allow_sender(
+        self, recipient: str, sender: str, *, actor: str, via: Via, source: str = ""
+    ) -> bool:
+        return await self._run(_allow_sender, recipient, sender, actor, via, source)
+
+    async def allowed_sender(self, recipient: str, sender: str) -> bool:
+        return await self._run(_allowed_sender, recipient, sender)
 
     async def close(self) -> None:
         async with self._opening:
@@ -459,3 +481,28 @@ async def _claim(connection: Connection, key: str, expires: datetime) -> bool:
 
 async def _unclaim(connection: Connection, key: str) -> None:
     await connection.execute("DELETE FROM claims WHERE key = $1", key)
+
+
+async def _allow_sender(
+    connection: Connection, recipient: str, sender: str, actor: str, via: Via, source: str
+) -> bool:
+    result = await connection.execute(
+        "INSERT INTO allowed_senders (recipient, sender, added, actor, via, source)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (recipient, sender) DO NOTHING",
+        recipient.lower(),
+        sender.lower(),
+        datetime.now(UTC),
+        actor,
+        via.value,
+        source,
+    )
+    return bool(result == "INSERT 0 1")
+
+
+async def _allowed_sender(connection: Connection, recipient: str, sender: str) -> bool:
+    found = await connection.fetchval(
+        "SELECT 1 FROM allowed_senders WHERE recipient = $1 AND sender = $2",
+        recipient.lower(),
+        sender.lower(),
+    )
+    return found is not None

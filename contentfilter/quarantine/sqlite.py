@@ -93,6 +93,20 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE TABLE claims (key TEXT PRIMARY KEY, expires TEXT NOT NULL);
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE allowed_senders (
+            recipient TEXT NOT NULL,          -- lower case
+            sender TEXT NOT NULL,             -- lower case
+            added TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            via TEXT NOT NULL,
+            source TEXT NOT NULL,
+            PRIMARY KEY (recipient, sender)
+        );
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 
@@ -294,6 +308,14 @@ class SqliteStore:
 
     async def unclaim(self, key: str) -> None:
         await self._run(_unclaim, key)
+
+    async def allow_sender(
+        self, recipient: str, sender: str, *, actor: str, via: Via, source: str = ""
+    ) -> bool:
+        return await self._run(_allow_sender, recipient, sender, actor, via, source)
+
+    async def allowed_sender(self, recipient: str, sender: str) -> bool:
+        return await self._run(_allowed_sender, recipient, sender)
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -541,6 +563,26 @@ def _claim(connection: sqlite3.Connection, key: str, expires: datetime) -> bool:
             "INSERT OR IGNORE INTO claims (key, expires) VALUES (?, ?)", (key, _iso(expires))
         )
         return cursor.rowcount == 1
+
+
+def _allow_sender(
+    connection: sqlite3.Connection, recipient: str, sender: str, actor: str, via: Via, source: str
+) -> bool:
+    with _transaction(connection):
+        cursor = connection.execute(
+            "INSERT OR IGNORE INTO allowed_senders (recipient, sender, added, actor, via, source)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (recipient.lower(), sender.lower(), _iso(datetime.now(UTC)), actor, via.value, source),
+        )
+        return cursor.rowcount == 1
+
+
+def _allowed_sender(connection: sqlite3.Connection, recipient: str, sender: str) -> bool:
+    row = connection.execute(
+        "SELECT 1 FROM allowed_senders WHERE recipient = ? AND sender = ?",
+        (recipient.lower(), sender.lower()),
+    ).fetchone()
+    return row is not None
 
 
 # --- files ---------------------------------------------------------------------------

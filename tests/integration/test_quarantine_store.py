@@ -256,8 +256,8 @@ async def test_a_claim_is_granted_once(store: QuarantineStore) -> None:
 
 
 async def test_migrate_is_idempotent(store: QuarantineStore) -> None:
-    assert await store.migrate() == 1
-    assert await store.migrate() == 1
+    assert await store.migrate() == 2
+    assert await store.migrate() == 2
 
 
 async def test_sqlite_files_are_private(tmp_path: Path) -> None:
