@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import pwd
+import socket
 import sys
 from collections.abc import Callable
 
 from contentfilter.config import Config
 from contentfilter.errors import ContentFilterError
+from contentfilter.logline import sanitize
 from contentfilter.quarantine import QuarantineStore, Via, open_store
 from contentfilter.quarantine.actions import ActionResult, Actor, Result, release
 
@@ -45,11 +49,18 @@ def add_parsers(
 
 
 def invoking_user() -> Actor:
-    """The user running the command (their login name, also behind sudo), host and tty."""
-    from contentfilter.quarantine.cli import Who
-
-    who = Who.here()
-    return Actor(who.actor, Via.CLI, who.source)
+    """The user running the command (their login name, also behind sudo), host and tty,
+    as `quarantine delete` records them."""
+    try:
+        name = os.getlogin()
+    except OSError:
+        name = pwd.getpwuid(os.geteuid()).pw_name
+    try:
+        tty = os.ttyname(0)
+    except OSError:
+        tty = ""
+    host = socket.gethostname()
+    return Actor(name, Via.CLI, f"{host}:{tty}" if tty else host)
 
 
 def command_release(config: Config, arguments: argparse.Namespace) -> int:
@@ -60,12 +71,12 @@ def command_release(config: Config, arguments: argparse.Namespace) -> int:
             _release(config, store, arguments.mail_id, arguments.rcpt, arguments.force)
         )
     except ContentFilterError as error:
-        print(f"contentfilter: {error}", file=sys.stderr)
+        print(sanitize(f"contentfilter: {error}"), file=sys.stderr)
         return 1
-    for result in results:
-        print(result)
+    for result in results:  # stored addresses and the next hop's replies: hostile text
+        print(sanitize(str(result)))
     if not results:
-        print(f"{arguments.mail_id}: no recipient to release")
+        print(sanitize(f"{arguments.mail_id}: no recipient to release"))
     return 0 if results and all(r.result is Result.RELEASED for r in results) else 1
 
 

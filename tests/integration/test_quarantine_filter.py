@@ -233,7 +233,7 @@ def test_two_filter_hosts_share_one_postgresql_store(
     on_a = json.loads(quarantine(config_of(host_a), "show", mail_id, "--json").stdout)
     assert {r["state"] for r in on_a["recipients"]} == {"deleted"} and on_a["body_removed"]
     migrated = quarantine(on_b, "migrate")
-    assert migrated.returncode == 0 and "version 1" in migrated.stdout
+    assert migrated.returncode == 0 and "version 2" in migrated.stdout
 
 
 @pytest.fixture
