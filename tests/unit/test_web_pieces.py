@@ -137,3 +137,13 @@ def test_sanitise_keeps_tables() -> None:
     assert sanitise('<table><tr><td colspan="2" bgcolor=red>x</td></tr></table>') == (
         '<table><tbody><tr><td colspan="2">x</td></tr></tbody></table>'
     )
+
+
+def test_the_web_section_refuses_unknown_keys_and_bad_values() -> None:
+    from contentfilter.config import from_mapping
+
+    assert from_mapping({"web": {"listen": "127.0.0.1:8080"}}).web.listen.port == 8080
+    with pytest.raises(ConfigError, match=r"web\.secure_cookie: unknown key"):
+        from_mapping({"web": {"secure_cookie": False}})
+    with pytest.raises(ConfigError, match="login_attempts must be positive"):
+        from_mapping({"web": {"login_attempts": 0}})
