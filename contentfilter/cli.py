@@ -139,7 +139,22 @@ def _parser() -> argparse.ArgumentParser:
     spawn.add_argument("--log-file", type=Path, help="append the log here (default: syslog)")
     spawn.set_defaults(command_function=command_spawn, listen=None)
     add_quarantine_commands(commands, _common_options)
+    _web_parser(commands)
     return parser
+
+
+def _web_parser(commands: Any) -> None:
+    web = commands.add_parser("web", help="run the quarantine web page (loopback, behind a proxy)")
+    _common_options(web, scanners=False)
+    web.add_argument("--listen", dest="web_listen", help="HOST:PORT (web.listen, 127.0.0.1:10080)")
+    web.set_defaults(command_function=command_web, listen=None, next_hop=None)
+    actions = web.add_subparsers(dest="web_command")
+    add_admin = actions.add_parser(
+        "add-admin", help="add an admin account or set its password (web.admins_file)"
+    )
+    _common_options(add_admin, scanners=False)
+    add_admin.add_argument("name")
+    add_admin.set_defaults(command_function=command_web)
 
 
 def _common_options(parser: argparse.ArgumentParser, scanners: bool = True) -> None:
@@ -652,3 +667,18 @@ def _subject_field(raw: bytes) -> str | None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def command_web(config: Config, arguments: argparse.Namespace) -> int:
+    from contentfilter.addresses import HostPort
+    from contentfilter.web import server
+
+    setup_logging(config)
+    if getattr(arguments, "web_command", None) == "add-admin":
+        return server.add_admin(config, arguments.name)
+    listen = HostPort.parse(arguments.web_listen) if arguments.web_listen else None
+    try:
+        return server.serve(config, listen)
+    except ConfigError as error:
+        print(f"contentfilter: config error: {error}", file=sys.stderr)
+        return 2
