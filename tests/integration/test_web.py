@@ -1,0 +1,458 @@
+"""The quarantine web page in a real browser: headless Chromium (Debian's packages)
+against a running `contentfilter web`, a real SQLite quarantine and a capture server
+as the next hop for released mail.
+
+The page runs under a path prefix (`/quarantine`, from notices.links.public_url) as it
+does behind a reverse proxy, and sees the clients' addresses in X-Forwarded-For from
+loopback, as from a proxy. Screenshots of the main pages go to docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contentfilter.config import load
+from contentfilter.quarantine import (
+    Entry,
+    QuarantineStore,
+    Query,
+    State,
+    open_store,
+    tokens,
+)
+from tests.support.browser import chromium, requested_urls
+from tests.support.client import send
+from tests.support.daemons import CaptureSink, Clamd, Spamd, filter_command, start_filter
+from tests.support.net import free_port
+from tests.support.webpage import Client, WebProcess, start_web
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "docs" / "screenshots"
+KEY = "k" * 40
+PREFIX = "/quarantine"
+ADMIN, PASSWORD = "postmaster", "a long admin password"
+ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
+
+HTML_SPAM = (
+    "From: Prize Team <win@spam.example>\r\n"
+    "To: carol@example.com\r\n"
+    "Subject: You won a prize\r\n"
+    "Message-ID: <prize-1@spam.example>\r\n"
+    "MIME-Version: 1.0\r\n"
+    'Content-Type: multipart/alternative; boundary="sep"\r\n\r\n'
+    "--sep\r\nContent-Type: text/plain\r\n\r\nClaim your prize now.\r\n"
+    "--sep\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+    "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n"
+    "<html><head><script>document.title='script ran'</script>"
+    '<link rel="stylesheet" href="http://198.51.100.7/track.css">'
+    "<style>body{background:url(http://198.51.100.7/bg.png)}</style></head>"
+    "<body onload=\"document.title='onload ran'\">"
+    '<h2>Congratulations!</h2><p>You <b>won</b>. <img src="http://198.51.100.7/pixel.gif">'
+    '<img src="https://tracker.example/open?id=1" width="1">'
+    '<a href="http://phish.example/claim">Claim here</a></p>'
+    '<iframe src="http://198.51.100.7/frame"></iframe>'
+    '<svg><script>document.title="svg script ran"</script></svg>'
+    "</body></html>\r\n--sep--\r\n"
+)
+
+
+@dataclass
+class Site:
+    web: WebProcess
+    config: Path
+    store_directory: Path
+    sink: CaptureSink
+    ids: dict[str, str]  # name -> mail_id
+
+    @property
+    def base(self) -> str:
+        return self.web.base + PREFIX
+
+    def link(self, name: str, recipient: str, action: str, **options: Any) -> str:
+        mail_id = self.ids.get(name, "")
+        token = tokens.issue(
+            KEY.encode(), mail_id=mail_id, recipient=recipient, action=action, ttl=3600, **options
+        )
+        return f"{PREFIX}/t/{token}"
+
+    def states(self, name: str) -> dict[str, State]:
+        entry = _run(self._get(self.ids[name]))
+        assert entry is not None
+        return {r.address: r.state for r in entry.recipients}
+
+    async def _get(self, mail_id: str) -> Entry | None:
+        store = self._store()
+        try:
+            return await store.get(mail_id)
+        finally:
+            await store.close()
+
+    def _store(self) -> QuarantineStore:
+        return open_store(load(self.config).quarantine)
+
+
+def _run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+MESSAGES = {
+    # name: (sample file or message text, recipients); each is blocked by the filter
+    "gtube": ("gtube.eml", (ALICE, BOB)),
+    "eicar": ("eicar.eml", (ALICE,)),
+    "html": (HTML_SPAM, (CAROL,)),
+    "second": ("gtube.eml", (ALICE,)),
+    "expiring": ("gtube.eml", (ALICE,)),
+    "previewed": ("gtube.eml", (ALICE,)),
+    "other": ("gtube.eml", (BOB,)),
+}
+
+
+def _message(name: str, source: str) -> bytes:
+    """The message in CRLF lines with a Message-ID of its own (the test finds its
+    quarantine id by it)."""
+    raw = source.encode() if "\r\n" in source else (REPO / "samples" / source).read_bytes()
+    head, _, body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
+    lines = [line for line in head.split(b"\n") if not line.lower().startswith(b"message-id:")]
+    lines.append(f"Message-ID: <{name}@web.test>".encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body.replace(b"\n", b"\r\n")
+
+
+def _blocked_by_the_filter(filter_address: str) -> None:
+    for name, (source, recipients) in MESSAGES.items():
+        replies = send(filter_address, _message(name, source), "sender@example.org", recipients)
+        assert replies.data_code == 250 and "discarded" in replies.data, replies
+
+
+async def _quarantine_ids(store: QuarantineStore) -> dict[str, str]:
+    try:
+        entries = await store.search(Query(limit=100))
+    finally:
+        await store.close()
+    ids = {e.message_id.strip("<>").removesuffix("@web.test"): e.mail_id for e in entries}
+    assert set(MESSAGES) <= set(ids), ids
+    return ids
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, clamd: Clamd, spamd: Spamd) -> Iterator[Site]:
+    directory = tmp_path_factory.mktemp("web")
+    port = free_port()
+    with CaptureSink() as sink:
+        config = directory / "contentfilter.yaml"
+        config.write_text(
+            f"""
+next_hop: {{address: "{sink.address}"}}
+scanners:
+  clamav: {{servers: ["{clamd.address}"]}}
+  spamassassin: {{server: "{spamd.address}"}}
+policy: {{destiny: {{spam: discard}}}}
+quarantine: {{directory: "{directory / "quarantine"}", spam_cutoff_level: null}}
+notices:
+  links: {{public_url: "http://127.0.0.1:{port}{PREFIX}/", key: "{KEY}"}}
+web:
+  admins_file: "{directory / "admins"}"
+  secure_cookies: false
+  login_attempts: 5
+  token_requests: 1000
+"""
+        )
+        smtp = start_filter(
+            directory / "filter", next_hop=sink.address, config_text=config.read_text()
+        )
+        try:
+            _blocked_by_the_filter(f"127.0.0.1:{smtp.port}")
+        finally:
+            smtp.stop()
+        assert sink.messages == []  # all of them were held, none passed
+        ids = _run(_quarantine_ids(open_store(load(config).quarantine)))
+        added = subprocess.run(
+            [*filter_command(), "web", "add-admin", "-c", str(config), ADMIN],
+            input=PASSWORD + "\n",
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert added.returncode == 0, added.stderr
+        with start_web(config, directory, port) as web:
+            yield Site(web, config, directory / "quarantine", sink, ids)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as driver:
+        yield driver
+
+
+def _shot(driver: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+
+
+def _text(driver: Any) -> str:
+    return str(driver.find_element("tag name", "body").text)
+
+
+def _click(driver: Any, element_id: str) -> None:
+    driver.find_element("id", element_id).click()
+
+
+# --- recipients -------------------------------------------------------------------------
+
+
+def test_recipient_releases_from_a_notice_link_once(site: Site, browser: Any) -> None:
+    link = site.link("gtube", ALICE, "release")
+    browser.get(site.web.base + link)
+    page = _text(browser)
+    assert "Test spam mail (GTUBE)" in page
+    copies = browser.find_element("css selector", "table.copies").text
+    assert ALICE in copies and BOB not in copies  # only the link's own recipient's copy
+    assert "XJS*C4JDBQADN1" in page  # the text part, shown as text
+    _shot(browser, "recipient-confirm")
+    assert site.sink.messages == []  # showing the page did nothing
+    _click(browser, "do-release")
+    assert "released" in browser.find_element("id", "outcomes").text
+    _shot(browser, "recipient-done")
+    assert [m.rcpt_tos for m in site.sink.messages] == [[ALICE]]
+    assert b"X-Quarantine-Released" in site.sink.messages[0].data
+    assert site.states("gtube") == {ALICE: State.RELEASED, BOB: State.HELD}
+
+    browser.get(site.web.base + link)  # the same link again
+    assert "already" in browser.find_element("id", "nothing-to-do").text
+    assert len(site.sink.messages) == 1
+
+
+def test_a_used_link_says_so_and_sends_nothing_again(site: Site) -> None:
+    site.sink.clear()
+    link = site.link("second", ALICE, "release")
+    client = Client(site.web.base)
+    form = client.get(link).csrf()
+    first = client.post(link, {"csrf": form, "action": "release"})
+    assert first.status == 200 and "released" in first.text
+    again = client.post(link, {"csrf": form, "action": "release"})
+    assert again.status == 410 and "used already" in again.text
+    assert [m.rcpt_tos for m in site.sink.messages] == [[ALICE]]
+
+
+def test_an_expired_link_is_refused(site: Site) -> None:
+    past = datetime.now(UTC) - timedelta(hours=2)
+    link = site.link("expiring", ALICE, "release", now=past)
+    client = Client(site.web.base)
+    answer = client.get(link)
+    assert answer.status == 410 and "expired" in answer.text
+    assert "csrf" not in answer.text  # no form to act with
+    assert site.states("expiring") == {ALICE: State.HELD}
+
+
+def test_a_link_previewer_fetching_with_get_releases_nothing(site: Site) -> None:
+    site.sink.clear()
+    link = site.link("previewed", ALICE, "release")
+    for agent in ("Slackbot-LinkExpanding 1.0", "Microsoft Office/16.0 (SafeLinks)", "curl/8"):
+        previewer = Client(site.web.base, user_agent=agent)
+        assert previewer.get(link).status == 200
+        assert previewer.get(link, method="HEAD").status in (200, 405)
+    assert site.sink.messages == []
+    assert site.states("previewed") == {ALICE: State.HELD}
+
+
+def test_a_post_without_the_pages_csrf_token_does_nothing(site: Site) -> None:
+    link = site.link("previewed", ALICE, "release")
+    client = Client(site.web.base)
+    client.get(link)
+    for form in ({"action": "release"}, {"action": "release", "csrf": "forged"}):
+        assert client.post(link, form).status == 403
+    other_session = Client(site.web.base)  # a token from someone else's page
+    assert (
+        other_session.post(link, {"action": "release", "csrf": client.get(link).csrf()}).status
+        == 403
+    )
+    assert site.states("previewed") == {ALICE: State.HELD}
+
+
+def test_one_recipients_link_cannot_reach_another_recipients_copy(site: Site) -> None:
+    bob_list = site.link("", BOB, "list")
+    client = Client(site.web.base)
+    listing = client.get(bob_list)
+    assert listing.status == 200 and BOB in listing.text
+    assert site.ids["other"] in listing.text and site.ids["eicar"] not in listing.text
+    # alice's virus, through bob's list: the same answer as for no message at all
+    answer = client.get(f"{bob_list}/m/{site.ids['eicar']}")
+    assert answer.status == 404 and "EICAR" not in answer.text.upper()
+    nothing = client.get(f"{bob_list}/m/no-such-id")
+    assert nothing.status == 404
+    # a token whose payload was edited to name bob is not ours any more
+    version, payload, signature = site.link("eicar", ALICE, "delete").split("/")[-1].split(".")
+    forged = Client(site.web.base).get(f"{PREFIX}/t/{version}.{payload[:-4]}AAAA.{signature}")
+    assert forged.status == 403
+
+
+def test_a_virus_can_only_be_requested_and_the_admin_queue_shows_it(
+    site: Site, browser: Any
+) -> None:
+    browser.get(site.web.base + site.link("", ALICE, "list"))
+    assert "Your held mail" in _text(browser)
+    _shot(browser, "recipient-list")
+    browser.get(site.web.base + site.link("", ALICE, "list") + f"/m/{site.ids['eicar']}")
+    buttons = [b.text for b in browser.find_elements("css selector", "#actions button")]
+    assert buttons == ["Ask an admin to release it", "Delete"]
+    _click(browser, "do-request-release")
+    assert "release requested" in browser.find_element("id", "outcomes").text
+    assert site.states("eicar") == {ALICE: State.RELEASE_REQUESTED}
+
+
+# --- the HTML preview ---------------------------------------------------------------------
+
+
+def test_html_spam_runs_no_script_and_loads_nothing_remote(site: Site, browser: Any) -> None:
+    browser.get_log("performance")  # start from an empty network log
+    browser.get(site.web.base + site.link("html", CAROL, "delete"))
+    preview = browser.find_element("id", "html-preview")
+    assert "Congratulations!" in preview.text and "won" in preview.text
+    assert preview.find_elements("css selector", "script, img, iframe, a, link, style") == []
+    assert "script ran" not in browser.title and "onload ran" not in browser.title
+    assert "http://phish.example/claim" in _text(browser)  # the link, as text
+    browser.execute_script("arguments[0].scrollIntoView()", preview)
+    _shot(browser, "preview-html")
+    urls = requested_urls(browser)
+    assert urls, "the network log is empty: it would prove nothing"
+    assert all(url.startswith(site.web.base + PREFIX) for url in urls), urls
+
+
+# --- admins -------------------------------------------------------------------------------
+
+
+def _log_in(browser: Any, site: Site, password: str = PASSWORD) -> None:
+    browser.delete_all_cookies()
+    browser.get(site.base + "/admin")
+    browser.find_element("name", "name").send_keys(ADMIN)
+    browser.find_element("name", "password").send_keys(password)
+    browser.find_element("css selector", "form.card button").click()
+
+
+def test_admin_logs_in_searches_releases_for_one_recipient_and_sees_the_audit(
+    site: Site, browser: Any
+) -> None:
+    site.sink.clear()
+    browser.delete_all_cookies()
+    browser.get(site.base + "/admin")
+    assert browser.current_url.endswith("/quarantine/admin/login")
+    _shot(browser, "admin-login")
+    _log_in(browser, site)
+    assert "Search" in _text(browser)
+    browser.find_element("name", "recipient").send_keys(BOB)
+    browser.find_element("css selector", "form.search button").click()
+    rows = browser.find_elements("css selector", "table.entries tbody tr")
+    assert len(rows) == 2, _text(browser)  # gtube (bob still held) and other
+    _shot(browser, "admin-search")
+    browser.find_element("css selector", f"a[href$='/admin/m/{site.ids['gtube']}']").click()
+    assert site.ids["gtube"] in _text(browser)
+    browser.find_element("css selector", f"input[name=rcpt][value='{BOB}']").click()
+    _shot(browser, "admin-message")
+    _click(browser, "do-release")
+    assert "released" in browser.find_element("id", "outcomes").text
+    assert [m.rcpt_tos for m in site.sink.messages] == [[BOB]]
+    assert site.states("gtube") == {ALICE: State.RELEASED, BOB: State.RELEASED}
+
+    browser.get(site.base + f"/admin/audit?mail_id={site.ids['gtube']}")
+    audit = browser.find_element("id", "audit").text
+    lines = [line for line in audit.splitlines() if BOB in line and "released" in line]
+    assert any(ADMIN in line and "web" in line for line in lines), audit
+    assert any(ALICE in line and "link" in line for line in audit.splitlines()), audit
+    _shot(browser, "admin-audit")
+    browser.get(site.base + "/admin/requests")
+    assert site.ids["eicar"] in browser.page_source
+    _shot(browser, "admin-requests")
+
+
+def test_admin_pages_need_a_login_and_downloads_are_never_shown(site: Site, browser: Any) -> None:
+    anonymous = Client(site.web.base)
+    for path in ("/admin", "/admin/audit", f"/admin/m/{site.ids['eicar']}/download/message"):
+        answer = anonymous.get(PREFIX + path)
+        assert answer.status == 303 and answer.headers["location"] == f"{PREFIX}/admin/login"
+    _log_in(browser, site)
+    admin = Client(site.web.base)
+    for cookie in browser.get_cookies():
+        admin.jar.set_cookie(_cookie(cookie))
+    download = admin.get(f"{PREFIX}/admin/m/{site.ids['eicar']}/download/message")
+    assert download.status == 200
+    assert download.headers["content-type"] == "application/octet-stream"
+    assert download.headers["content-disposition"].startswith("attachment;")
+    assert b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE" in download.body
+
+
+def _cookie(cookie: dict[str, Any]) -> Any:
+    import http.cookiejar
+
+    return http.cookiejar.Cookie(
+        0,
+        cookie["name"],
+        cookie["value"],
+        None,
+        False,
+        "127.0.0.1",
+        False,
+        False,
+        cookie.get("path", "/"),
+        True,
+        False,
+        None,
+        False,
+        None,
+        None,
+        {},
+    )
+
+
+def test_wrong_passwords_are_refused_and_logins_rate_limited(site: Site) -> None:
+    client = Client(site.web.base, forwarded_for="192.0.2.80")
+    answers = []
+    for _ in range(6):
+        form = client.get(PREFIX + "/admin/login").csrf()
+        answer = client.post(
+            PREFIX + "/admin/login", {"csrf": form, "name": ADMIN, "password": "x"}
+        )
+        answers.append(answer.status)
+    assert answers == [403, 403, 403, 403, 403, 429]
+    # the right password does not help once over the limit; another address is not affected
+    form = client.get(PREFIX + "/admin/login").csrf()
+    right = {"csrf": form, "name": ADMIN, "password": PASSWORD}
+    assert client.post(PREFIX + "/admin/login", right).status == 429
+    other = Client(site.web.base, forwarded_for="192.0.2.81")
+    form = other.get(PREFIX + "/admin/login").csrf()
+    right["csrf"] = form
+    ok = other.post(PREFIX + "/admin/login", right)
+    assert ok.status == 303 and ok.headers["location"] == PREFIX + "/admin"
+
+
+def test_every_page_has_the_security_headers_and_a_strict_cookie(site: Site) -> None:
+    answer = Client(site.web.base).get(PREFIX + "/admin/login")
+    policy = answer.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "unsafe-inline" not in policy
+    assert "script-src 'self'" in policy
+    assert answer.headers["referrer-policy"] == "no-referrer"
+    assert answer.headers["x-frame-options"] == "DENY"
+    cookie = answer.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and f"Path={PREFIX}" in cookie
+    assert "Secure" not in cookie  # web.secure_cookies: false, for this plain-HTTP test
+    # a reverse proxy that strips the prefix (`proxy_pass http://127.0.0.1:10080/;`)
+    stripped = Client(site.web.base).get("/admin/login")
+    assert stripped.status == 200 and f'action="{PREFIX}/admin/login"' in stripped.text
+
+
+def test_the_page_works_on_a_phone_sized_screen(site: Site, browser: Any) -> None:
+    browser.set_window_size(390, 844)
+    browser.delete_all_cookies()
+    try:
+        browser.get(site.web.base + site.link("", ALICE, "list"))
+        width = browser.execute_script("return document.documentElement.scrollWidth")
+        assert width <= 390
+        _shot(browser, "phone-list")
+    finally:
+        browser.set_window_size(1280, 900)
