@@ -1,16 +1,20 @@
 """The quarantine web page in a real browser: headless Chromium (Debian's packages)
-against a running `contentfilter web`, a real SQLite quarantine and a capture server
-as the next hop for released mail.
+against a running `contentfilter web`, a real SQLite quarantine holding mail the filter
+itself blocked (with a real clamd and spamd), and a capture server as the next hop for
+released mail.
 
 The page runs under a path prefix (`/quarantine`, from notices.links.public_url) as it
 does behind a reverse proxy, and sees the clients' addresses in X-Forwarded-For from
-loopback, as from a proxy. Screenshots of the main pages go to docs/screenshots/.
+loopback, as from a proxy. Screenshots of the main pages are taken on the way
+(`CONTENTFILTER_SCREENSHOTS=docs/screenshots` puts them where the README shows them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,7 +39,12 @@ from tests.support.net import free_port
 from tests.support.webpage import Client, WebProcess, start_web
 
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "docs" / "screenshots"
+# where the screenshots go: CONTENTFILTER_SCREENSHOTS=docs/screenshots refreshes the
+# README's; by default a scratch directory, so a test run leaves the checkout unchanged
+SCREENSHOTS = Path(
+    os.environ.get("CONTENTFILTER_SCREENSHOTS")
+    or tempfile.mkdtemp(prefix="contentfilter-screenshots-")
+)
 KEY = "k" * 40
 PREFIX = "/quarantine"
 ADMIN, PASSWORD = "postmaster", "a long admin password"
@@ -68,7 +77,6 @@ HTML_SPAM = (
 class Site:
     web: WebProcess
     config: Path
-    store_directory: Path
     sink: CaptureSink
     ids: dict[str, str]  # name -> mail_id
 
@@ -141,9 +149,23 @@ async def _quarantine_ids(store: QuarantineStore) -> dict[str, str]:
     return ids
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory, clamd: Clamd, spamd: Spamd) -> Iterator[Site]:
+def _store_setting(request: pytest.FixtureRequest, directory: Path) -> str:
+    """The `quarantine:` keys of the store under test (the embedded or the shared one)."""
+    if request.param == "sqlite":
+        return f'directory: "{directory / "quarantine"}"'
+    server = request.getfixturevalue("postgres_server")
+    return f'database: "{server.create_database("web_" + directory.name.lower())}"'
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def site(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    clamd: Clamd,
+    spamd: Spamd,
+) -> Iterator[Site]:
     directory = tmp_path_factory.mktemp("web")
+    store = _store_setting(request, directory)
     port = free_port()
     with CaptureSink() as sink:
         config = directory / "contentfilter.yaml"
@@ -154,7 +176,7 @@ scanners:
   clamav: {{servers: ["{clamd.address}"]}}
   spamassassin: {{server: "{spamd.address}"}}
 policy: {{destiny: {{spam: discard}}}}
-quarantine: {{directory: "{directory / "quarantine"}", spam_cutoff_level: null}}
+quarantine: {{{store}, spam_cutoff_level: null}}
 notices:
   links: {{public_url: "http://127.0.0.1:{port}{PREFIX}/", key: "{KEY}"}}
 web:
@@ -182,7 +204,7 @@ web:
         )
         assert added.returncode == 0, added.stderr
         with start_web(config, directory, port) as web:
-            yield Site(web, config, directory / "quarantine", sink, ids)
+            yield Site(web, config, sink, ids)
 
 
 @pytest.fixture(scope="module")
