@@ -222,6 +222,21 @@ def _text(driver: Any) -> str:
     return str(driver.find_element("tag name", "body").text)
 
 
+def _arrived(driver: Any, css: str) -> Any:
+    """The element of the page a button led to (a click does not wait for the navigation
+    it starts: this waits for the new page to be there; the limit is only a backstop)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    located = expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css))
+    return WebDriverWait(driver, 60).until(located)
+
+
+def _outcomes(driver: Any) -> str:
+    return str(_arrived(driver, "#outcomes").text)
+
+
 def _click(driver: Any, element_id: str) -> None:
     driver.find_element("id", element_id).click()
 
@@ -240,7 +255,7 @@ def test_recipient_releases_from_a_notice_link_once(site: Site, browser: Any) ->
     _shot(browser, "recipient-confirm")
     assert site.sink.messages == []  # showing the page did nothing
     _click(browser, "do-release")
-    assert "released" in browser.find_element("id", "outcomes").text
+    assert "released" in _outcomes(browser)
     _shot(browser, "recipient-done")
     assert [m.rcpt_tos for m in site.sink.messages] == [[ALICE]]
     assert b"X-Quarantine-Released" in site.sink.messages[0].data
@@ -325,7 +340,7 @@ def test_a_virus_can_only_be_requested_and_the_admin_queue_shows_it(
     buttons = [b.text for b in browser.find_elements("css selector", "#actions button")]
     assert buttons == ["Ask an admin to release it", "Delete"]
     _click(browser, "do-request-release")
-    assert "release requested" in browser.find_element("id", "outcomes").text
+    assert "release requested" in _outcomes(browser)
     assert site.states("eicar") == {ALICE: State.RELEASE_REQUESTED}
 
 
@@ -356,6 +371,7 @@ def _log_in(browser: Any, site: Site, password: str = PASSWORD) -> None:
     browser.find_element("name", "name").send_keys(ADMIN)
     browser.find_element("name", "password").send_keys(password)
     browser.find_element("css selector", "form.card button").click()
+    _arrived(browser, "form.search")
 
 
 def test_admin_logs_in_searches_releases_for_one_recipient_and_sees_the_audit(
@@ -370,15 +386,17 @@ def test_admin_logs_in_searches_releases_for_one_recipient_and_sees_the_audit(
     assert "Search" in _text(browser)
     browser.find_element("name", "recipient").send_keys(BOB)
     browser.find_element("css selector", "form.search button").click()
+    _arrived(browser, f"input[name=recipient][value='{BOB}']")
     rows = browser.find_elements("css selector", "table.entries tbody tr")
     assert len(rows) == 2, _text(browser)  # gtube (bob still held) and other
     _shot(browser, "admin-search")
     browser.find_element("css selector", f"a[href$='/admin/m/{site.ids['gtube']}']").click()
+    _arrived(browser, "table.copies")
     assert site.ids["gtube"] in _text(browser)
     browser.find_element("css selector", f"input[name=rcpt][value='{BOB}']").click()
     _shot(browser, "admin-message")
     _click(browser, "do-release")
-    assert "released" in browser.find_element("id", "outcomes").text
+    assert "released" in _outcomes(browser)
     assert [m.rcpt_tos for m in site.sink.messages] == [[BOB]]
     assert site.states("gtube") == {ALICE: State.RELEASED, BOB: State.RELEASED}
 
@@ -478,3 +496,17 @@ def test_the_page_works_on_a_phone_sized_screen(site: Site, browser: Any) -> Non
         _shot(browser, "phone-list")
     finally:
         browser.set_window_size(1280, 900)
+
+
+def test_admin_bulk_delete_of_chosen_messages(site: Site, browser: Any) -> None:
+    _log_in(browser, site)
+    browser.get(site.base + f"/admin?recipient={ALICE}&state=held")
+    for name in ("expiring", "previewed"):
+        browser.find_element(
+            "css selector", f"input[name=mail_id][value='{site.ids[name]}']"
+        ).click()
+    browser.find_element("css selector", "div.bulk button[value=delete]").click()
+    assert _outcomes(browser).count("deleted") == 2
+    assert site.states("expiring") == {ALICE: State.DELETED}
+    assert site.states("previewed") == {ALICE: State.DELETED}
+    assert site.states("second") == {ALICE: State.RELEASED}  # not chosen, not touched

@@ -4,7 +4,9 @@ client address behind a proxy, and the safe preview."""
 from __future__ import annotations
 
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,3 +149,37 @@ def test_the_web_section_refuses_unknown_keys_and_bad_values() -> None:
         from_mapping({"web": {"secure_cookie": False}})
     with pytest.raises(ConfigError, match="login_attempts must be positive"):
         from_mapping({"web": {"login_attempts": 0}})
+
+
+def _request(query: str) -> Any:
+    from starlette.requests import Request
+
+    return Request(
+        {
+            "type": "http",
+            "method": "GET",
+            "path": "/admin",
+            "headers": [],
+            "query_string": query.encode(),
+        }
+    )
+
+
+def test_search_form_to_query() -> None:
+    from contentfilter.quarantine import State
+    from contentfilter.web.admin import query_from
+
+    query = query_from(
+        _request(
+            "since=2026-11-01&until=2026-11-30&sender=+a@b.example+&state=held"
+            "&category=spam&mail_id=&page=3&message_id=%3Cx%40y%3E"
+        ),
+        50,
+    )
+    assert query.since == datetime(2026, 11, 1, tzinfo=UTC)
+    assert query.until == datetime(2026, 12, 1, tzinfo=UTC)  # the whole last day
+    assert (query.sender, query.state, query.category) == ("a@b.example", State.HELD, "spam")
+    assert query.mail_id is None and query.message_id == "<x@y>"
+    assert (query.limit, query.offset) == (50, 100)
+    junk = query_from(_request("since=yesterday&state=nonsense&page=-1&page=0"), 50)
+    assert (junk.since, junk.state, junk.offset) == (None, None, 0)
