@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,9 +20,11 @@ from starlette.staticfiles import StaticFiles
 
 from contentfilter.config import Config
 from contentfilter.decode.workers import DecoderPool
+from contentfilter.errors import QuarantineError
 from contentfilter.quarantine import QuarantineStore, State
 from contentfilter.web.security import (
     COOKIE,
+    BodyLimit,
     PathPrefix,
     RateLimiter,
     SecurityHeaders,
@@ -30,6 +33,7 @@ from contentfilter.web.security import (
     client_address,
 )
 
+log = logging.getLogger("contentfilter.web")
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 64 * 1024
 STATE_LABELS = {
@@ -164,8 +168,6 @@ def problem(request: Request, status: int, title: str, text: str) -> Response:
 
 async def checked_form(request: Request) -> dict[str, Any] | None:
     """The POSTed form if its CSRF token matches the session, else None."""
-    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
-        return None
     async with request.form(max_files=0, max_fields=2000) as form:
         values: dict[str, Any] = {key: form.getlist(key) for key in form}
     tokens = values.get("csrf") or [None]
@@ -193,6 +195,14 @@ async def server_error(request: Request, exc: Exception) -> Response:
     return PlainTextResponse("Internal error; the log says more.", status_code=500)
 
 
+async def store_unavailable(request: Request, exc: Exception) -> Response:
+    """The store is down or slow: say so (503), without a traceback on the page."""
+    log.error("quarantine store: %s", exc)
+    return problem(
+        request, 503, "Please try again later", "The quarantine cannot be reached just now."
+    )
+
+
 def build_app(web: Web) -> Any:
     """The ASGI application: routes, then the security headers, then the path prefix."""
     from contentfilter.web import admin, recipient
@@ -203,9 +213,10 @@ def build_app(web: Web) -> Any:
         *recipient.routes(),
         *admin.routes(),
     ]
-    app = Starlette(routes=routes, exception_handlers={404: not_found, 500: server_error})
+    handlers = {404: not_found, 500: server_error, QuarantineError: store_unavailable}
+    app = Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
     app.state.web = web
-    return PathPrefix(SecurityHeaders(app), web.prefix)
+    return PathPrefix(SecurityHeaders(BodyLimit(app, MAX_FORM_BYTES)), web.prefix)
 
 
 def escape(text: str) -> str:

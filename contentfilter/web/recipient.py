@@ -23,6 +23,7 @@ from contentfilter.web.app import checked_form, client_of, problem, render, web_
 TOKEN_PROBLEMS = {
     "expired": (410, "This link has expired"),
     "used": (410, "This link has been used already"),
+    "unavailable": (503, "Please try again later"),
 }
 
 

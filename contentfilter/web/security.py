@@ -171,3 +171,31 @@ class PathPrefix:
             if path == self.prefix or path.startswith(self.prefix + "/"):
                 scope = {**scope, "path": path[len(self.prefix) :] or "/", "raw_path": None}
         await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body must declare its length (411 otherwise; browsers
+    always do for forms) and stay within `limit` bytes (413). The HTTP server reads no
+    more than the declared length."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
+            headers = dict(scope.get("headers", ()))
+            declared = headers.get(b"content-length")
+            if declared is None or not declared.isdigit():
+                await _refuse(send, 411, b"Length required")
+                return
+            if int(declared) > self.limit:
+                await _refuse(send, 413, b"Request too large")
+                return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, status: int, text: bytes) -> None:
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(text)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": text})

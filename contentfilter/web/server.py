@@ -32,9 +32,15 @@ def serve(config: Config, listen: HostPort | None = None) -> int:
 
     from contentfilter.decode.workers import DecoderPool
     from contentfilter.quarantine import open_store
+    from contentfilter.web import admins
     from contentfilter.web.app import Web, build_app
 
     public_url, key = link_settings(config)
+    if not admins.read_accounts(Path(config.web.admins_file)):  # ConfigError if unreadable
+        log.warning(
+            "no admin accounts in %s: add one with `contentfilter web add-admin NAME`",
+            config.web.admins_file,
+        )
     address = listen or config.web.listen
     store = open_store(config.quarantine)
     decoder = DecoderPool(config.decoder)

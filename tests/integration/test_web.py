@@ -481,6 +481,8 @@ def test_every_page_has_the_security_headers_and_a_strict_cookie(site: Site) -> 
     cookie = answer.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and f"Path={PREFIX}" in cookie
     assert "Secure" not in cookie  # web.secure_cookies: false, for this plain-HTTP test
+    huge = Client(site.web.base).post(PREFIX + "/admin/login", {"name": "x" * 100_000})
+    assert huge.status == 413
     # a reverse proxy that strips the prefix (`proxy_pass http://127.0.0.1:10080/;`)
     stripped = Client(site.web.base).get("/admin/login")
     assert stripped.status == 200 and f'action="{PREFIX}/admin/login"' in stripped.text
