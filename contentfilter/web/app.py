@@ -214,7 +214,7 @@ def build_app(web: Web) -> Any:
         *admin.routes(),
     ]
     handlers = {404: not_found, 500: server_error, QuarantineError: store_unavailable}
-    app = Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
+    app = Starlette(routes=routes, exception_handlers=handlers)
     app.state.web = web
     return PathPrefix(SecurityHeaders(BodyLimit(app, MAX_FORM_BYTES)), web.prefix)
 
