@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from contentfilter.errors import QuarantineError
 from contentfilter.quarantine import Change, Entry, Query, State, Via
-from contentfilter.web import admins, operations, pages
+from contentfilter.web import admins, imap, operations, pages
 from contentfilter.web.app import (
     checked_form,
     client_of,
@@ -68,6 +68,8 @@ async def login(request: Request) -> Response:
         return render(request, "login.html", status=403, title="Log in", failed=True)
     name, password = str(form.get("name", "")), str(form.get("password", ""))
     good = await asyncio.to_thread(admins.verify, web.admins_file, name, password)
+    if not good and name in web.config.web.imap.admins:
+        good = await asyncio.to_thread(imap.verify, web.config.web.imap, name, password)
     if not good:
         return render(request, "login.html", status=403, title="Log in", failed=True)
     ttl = web.config.web.session_ttl

@@ -4,6 +4,7 @@ may log in."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from contentfilter import schema
 from contentfilter.addresses import HostPort, Network
@@ -11,6 +12,25 @@ from contentfilter.addresses import HostPort, Network
 
 def _loopback() -> tuple[Network, ...]:
     return (Network.from_config("127.0.0.0/8"), Network.from_config("::1/128"))
+
+
+@dataclass(frozen=True)
+class ImapLogin:
+    """Admins who log in with their IMAP password: the site's IMAP server checks it."""
+
+    server: HostPort | None = None  # e.g. 127.0.0.1:143; none: local accounts only
+    # starttls (port 143) or tls (imaps, port 993); plain only to a loopback server
+    security: Literal["starttls", "tls", "plain"] = "starttls"
+    admins: tuple[str, ...] = ()  # the IMAP logins that may use the admin pages
+    timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        schema.require_positive(self, "timeout")
+        if self.server is not None and not self.admins:
+            raise ValueError("admins: name the IMAP logins that may use the admin pages")
+        loopback = self.server is not None and self.server.host in ("127.0.0.1", "::1", "localhost")
+        if self.security == "plain" and self.server is not None and not loopback:
+            raise ValueError("security: plain sends passwords in clear: only to a loopback server")
 
 
 @dataclass(frozen=True)
@@ -34,6 +54,7 @@ class WebSettings:
     token_requests: int = 60
     rate_window: float = 300.0  # seconds
     page_size: int = 50  # rows per page of search results
+    imap: ImapLogin = ImapLogin()
 
     def __post_init__(self) -> None:
         if not self.admins_file:

@@ -35,6 +35,7 @@ from contentfilter.quarantine import (
 from tests.support.browser import chromium, requested_urls
 from tests.support.client import send
 from tests.support.daemons import CaptureSink, Clamd, Spamd, filter_command, start_filter
+from tests.support.dovecot import Dovecot, start_dovecot
 from tests.support.net import free_port
 from tests.support.webpage import Client, WebProcess, start_web
 
@@ -48,6 +49,7 @@ SCREENSHOTS = Path(
 KEY = "k" * 40
 PREFIX = "/quarantine"
 ADMIN, PASSWORD = "postmaster", "a long admin password"
+IMAP_USERS = {"boss@example.com": "imap password", "clerk@example.com": "clerk password"}
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
 
 HTML_SPAM = (
@@ -163,6 +165,7 @@ def site(
     tmp_path_factory: pytest.TempPathFactory,
     clamd: Clamd,
     spamd: Spamd,
+    dovecot: Dovecot,
 ) -> Iterator[Site]:
     directory = tmp_path_factory.mktemp("web")
     store = _store_setting(request, directory)
@@ -184,6 +187,7 @@ web:
   secure_cookies: false
   login_attempts: 5
   token_requests: 1000
+  imap: {{server: "{dovecot.address}", security: plain, admins: [boss@example.com]}}
 """
         )
         smtp = start_filter(
@@ -205,6 +209,12 @@ web:
         assert added.returncode == 0, added.stderr
         with start_web(config, directory, port) as web:
             yield Site(web, config, sink, ids)
+
+
+@pytest.fixture(scope="module")
+def dovecot() -> Iterator[Dovecot]:
+    with start_dovecot(IMAP_USERS) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -365,10 +375,10 @@ def test_html_spam_runs_no_script_and_loads_nothing_remote(site: Site, browser: 
 # --- admins -------------------------------------------------------------------------------
 
 
-def _log_in(browser: Any, site: Site, password: str = PASSWORD) -> None:
+def _log_in(browser: Any, site: Site, name: str = ADMIN, password: str = PASSWORD) -> None:
     browser.delete_all_cookies()
     browser.get(site.base + "/admin")
-    browser.find_element("name", "name").send_keys(ADMIN)
+    browser.find_element("name", "name").send_keys(name)
     browser.find_element("name", "password").send_keys(password)
     browser.find_element("css selector", "form.card button").click()
     _arrived(browser, "form.search")
@@ -512,3 +522,25 @@ def test_admin_bulk_delete_of_chosen_messages(site: Site, browser: Any) -> None:
     assert site.states("expiring") == {ALICE: State.DELETED}
     assert site.states("previewed") == {ALICE: State.DELETED}
     assert site.states("second") == {ALICE: State.RELEASED}  # not chosen, not touched
+
+
+def test_an_admin_logs_in_with_the_imap_password(site: Site, browser: Any) -> None:
+    _log_in(browser, site, "boss@example.com", IMAP_USERS["boss@example.com"])
+    assert "Log out boss@example.com" in _text(browser)
+
+
+@pytest.mark.parametrize(
+    ("name", "password"),
+    [
+        ("boss@example.com", "wrong"),  # the IMAP server refuses it
+        ("clerk@example.com", "clerk password"),  # a right IMAP password, not an admin
+        ("boss@example.com", PASSWORD),  # another account's password
+    ],
+)
+def test_imap_logins_that_are_refused(site: Site, name: str, password: str) -> None:
+    client = Client(site.web.base, forwarded_for="192.0.2.90")
+    form = client.get(PREFIX + "/admin/login").csrf()
+    answer = client.post(
+        PREFIX + "/admin/login", {"csrf": form, "name": name, "password": password}
+    )
+    assert answer.status == 403 and "Wrong name or password" in answer.text

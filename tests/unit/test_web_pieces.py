@@ -183,3 +183,18 @@ def test_search_form_to_query() -> None:
     assert (query.limit, query.offset) == (50, 100)
     junk = query_from(_request("since=yesterday&state=nonsense&page=-1&page=0"), 50)
     assert (junk.since, junk.state, junk.offset) == (None, None, 0)
+
+
+@pytest.mark.parametrize(
+    ("imap", "message"),
+    [
+        ({"server": "127.0.0.1:143"}, "admins: name the IMAP logins"),
+        ({"server": "mail.example.com:143", "security": "plain", "admins": ["a"]}, "clear"),
+        ({"server": "127.0.0.1:143", "security": "ssl", "admins": ["a"]}, "must be one of"),
+    ],
+)
+def test_imap_login_settings_are_checked(imap: dict[str, object], message: str) -> None:
+    from contentfilter.config import from_mapping
+
+    with pytest.raises(ConfigError, match=message):
+        from_mapping({"web": {"imap": imap}})
