@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import html
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,11 +89,11 @@ def _when(value: datetime | None) -> str:
 
 
 def _size(value: int) -> str:
-    for unit in ("bytes", "KB", "MB"):
-        if value < 1024 or unit == "MB":
-            return f"{value} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
-        value = value / 1024  # type: ignore[assignment]
-    return str(value)
+    if value < 1024:
+        return f"{value} bytes"
+    if value < 1024 * 1024:
+        return f"{value / 1024:.1f} KB"
+    return f"{value / (1024 * 1024):.1f} MB"
 
 
 # --- per request ----------------------------------------------------------------------
@@ -180,9 +178,6 @@ def redirect(request: Request, path: str) -> Response:
     return finish(request, RedirectResponse(web_of(request).prefix + path, status_code=303))
 
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
 async def index(request: Request) -> Response:
     return redirect(request, "/admin")
 
@@ -217,7 +212,3 @@ def build_app(web: Web) -> Any:
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.state.web = web
     return PathPrefix(SecurityHeaders(BodyLimit(app, MAX_FORM_BYTES)), web.prefix)
-
-
-def escape(text: str) -> str:
-    return html.escape(text, quote=True)

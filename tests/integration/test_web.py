@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -435,6 +436,16 @@ def test_admin_pages_need_a_login_and_downloads_are_never_shown(site: Site, brow
     assert download.headers["content-type"] == "application/octet-stream"
     assert download.headers["content-disposition"].startswith("attachment;")
     assert b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE" in download.body
+    html_spam = f"{PREFIX}/admin/m/{site.ids['html']}"
+    parts = re.findall(r"/download/(p\d+)", admin.get(html_spam).text)
+    assert len(parts) == 2  # the text and the HTML part (p001 is the message itself)
+    downloads = [admin.get(f"{html_spam}/download/{part}") for part in parts]
+    for attachment in downloads:
+        assert attachment.status == 200
+        assert attachment.headers["content-type"] == "application/octet-stream"
+        assert attachment.headers["content-disposition"].startswith("attachment;")
+    assert b"Claim your prize now." in downloads[0].body
+    assert b"<script>" in downloads[1].body  # as it came, but never shown as a page
 
 
 def _cookie(cookie: dict[str, Any]) -> Any:
