@@ -9,7 +9,7 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import Message
@@ -29,11 +29,22 @@ class WebProcess:
 
 
 @contextmanager
-def start_web(config: Path, workdir: Path, port: int | None = None) -> Iterator[WebProcess]:
-    """Run `contentfilter web -c CONFIG` until the block ends."""
+def start_web(
+    config: Path, workdir: Path, port: int | None = None, wrapper: Sequence[str] = ()
+) -> Iterator[WebProcess]:
+    """Run `contentfilter web -c CONFIG` (behind `wrapper`, a command that execs its
+    arguments) until the block ends."""
     port = port or free_port()
     log = workdir / f"web-{port}.log"
-    argv = [*filter_command(), "web", "-c", str(config), "--listen", f"127.0.0.1:{port}"]
+    argv = [
+        *wrapper,
+        *filter_command(),
+        "web",
+        "-c",
+        str(config),
+        "--listen",
+        f"127.0.0.1:{port}",
+    ]
     with open(log, "wb") as output:
         process = subprocess.Popen(argv, stdout=output, stderr=output, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
