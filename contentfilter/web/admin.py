@@ -181,7 +181,12 @@ async def act(request: Request) -> Response:
     if isinstance(outcomes, Response):
         return outcomes
     return render(
-        request, "done.html", title=operations.LABELS[action], entry=entry, outcomes=outcomes
+        request,
+        "done.html",
+        title=operations.LABELS[action],
+        entry=entry,
+        outcomes=outcomes,
+        back="",
     )
 
 
@@ -206,7 +211,12 @@ async def bulk(request: Request) -> Response:
                 return done
             outcomes += done
     return render(
-        request, "done.html", title=operations.LABELS[action], entry=None, outcomes=outcomes
+        request,
+        "done.html",
+        title=operations.LABELS[action],
+        entry=None,
+        outcomes=outcomes,
+        back="",
     )
 
 

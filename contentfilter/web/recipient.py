@@ -93,7 +93,7 @@ async def act(request: Request) -> Response:
     entry = await _entry(request, claim, claim.mail_id)
     if isinstance(entry, Response):
         return entry
-    web = web_of(request)  # act_on_link refuses what the recipient may not do, and reuse
+    web = web_of(request)  # act_on_link refuses what the recipient may not do, and a second use
     try:
         results = await actions.act_on_link(web.config, web.store, claim, source=client_of(request))
     except TokenError as error:
@@ -106,6 +106,7 @@ async def act(request: Request) -> Response:
         title=operations.LABELS[claim.action],
         entry=entry,
         outcomes=operations.outcomes(results),
+        back="",
     )
 
 
@@ -159,10 +160,13 @@ async def act_listed(request: Request) -> Response:
     action = form.get("action")
     if action not in operations.recipient_actions(entry, claim.recipient):
         return problem(request, 400, "Not possible", "This cannot be done to this message now.")
-    return await _carry_out(request, entry, str(action), claim.recipient)
+    back = f"/t/{request.path_params['token']}"
+    return await _carry_out(request, entry, str(action), claim.recipient, back)
 
 
-async def _carry_out(request: Request, entry: Entry, action: str, recipient: str) -> Response:
+async def _carry_out(
+    request: Request, entry: Entry, action: str, recipient: str, back: str
+) -> Response:
     web = web_of(request)
     try:
         outcomes = await operations.carry_out(
@@ -178,7 +182,12 @@ async def _carry_out(request: Request, entry: Entry, action: str, recipient: str
     except QuarantineError as error:
         return problem(request, 503, "Not done", f"The quarantine could not do it: {error}")
     return render(
-        request, "done.html", title=operations.LABELS[action], entry=entry, outcomes=outcomes
+        request,
+        "done.html",
+        title=operations.LABELS[action],
+        entry=entry,
+        outcomes=outcomes,
+        back=back,
     )
 
 
