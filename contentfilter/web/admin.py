@@ -14,7 +14,7 @@ from starlette.routing import Route
 from contentfilter.errors import QuarantineError
 from contentfilter.quarantine import Change, Entry, Query, State, Via
 from contentfilter.web import admins, imap, operations, pages
-from contentfilter.web.app import (
+from contentfilter.web.context import (
     checked_form,
     client_of,
     problem,

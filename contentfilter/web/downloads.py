@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from contentfilter.decode.spool import Spool
-from contentfilter.web.app import problem, web_of
+from contentfilter.web.context import problem, web_of
 
 PART_ID = re.compile(r"p\d{3,6}")
 

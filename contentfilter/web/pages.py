@@ -10,7 +10,7 @@ from starlette.responses import Response
 from contentfilter.model import DecodedMessage, Part
 from contentfilter.quarantine import Entry
 from contentfilter.web import operations
-from contentfilter.web.app import render, web_of
+from contentfilter.web.context import render, web_of
 from contentfilter.web.preview import Preview, preview
 
 

@@ -18,7 +18,7 @@ from contentfilter.errors import QuarantineError, TokenError
 from contentfilter.quarantine import Entry, Query, Via, actions, tokens
 from contentfilter.quarantine.tokens import Claim
 from contentfilter.web import operations, pages
-from contentfilter.web.app import checked_form, client_of, problem, render, web_of
+from contentfilter.web.context import checked_form, client_of, problem, render, web_of
 
 TOKEN_PROBLEMS = {
     "expired": (410, "This link has expired"),

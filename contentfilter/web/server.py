@@ -33,7 +33,8 @@ def serve(config: Config, listen: HostPort | None = None) -> int:
     from contentfilter.decode.workers import DecoderPool
     from contentfilter.quarantine import open_store
     from contentfilter.web import admins
-    from contentfilter.web.app import Web, build_app
+    from contentfilter.web.app import build_app
+    from contentfilter.web.context import Web
 
     public_url, key = link_settings(config)
     if not admins.read_accounts(Path(config.web.admins_file)):  # ConfigError if unreadable

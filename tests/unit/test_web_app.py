@@ -12,7 +12,8 @@ from contentfilter.config import from_mapping
 from contentfilter.decode.workers import DecoderPool
 from contentfilter.errors import QuarantineError
 from contentfilter.quarantine import tokens
-from contentfilter.web.app import Web, build_app
+from contentfilter.web.app import build_app
+from contentfilter.web.context import Web
 from contentfilter.web.security import COOKIE, Session
 
 KEY = "k" * 40
