@@ -7,7 +7,6 @@ import asyncio
 import email.utils
 import logging
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -24,7 +23,7 @@ from contentfilter.config import Config
 from contentfilter.decode.spool import Spool
 from contentfilter.decode.workers import DecoderPool
 from contentfilter.errors import ConfigError, QuarantineError
-from contentfilter.model import Destiny, Envelope, Message, PartsScanner, Recipient
+from contentfilter.model import Destiny, Envelope, Message, PartsScanner, Recipient, new_mail_id
 from contentfilter.pipeline import Pipeline
 from contentfilter.quarantine import open_store
 from contentfilter.quarantine.cli import add_commands as add_quarantine_commands
@@ -545,7 +544,7 @@ def command_scan(config: Config, arguments: argparse.Namespace) -> int:
     recipients = tuple(Recipient(a) for a in (arguments.recipients or ["recipient@example.com"]))
     sender = arguments.sender if arguments.sender is not None else _from_address(raw)
     envelope = Envelope(sender, recipients, client_address="127.0.0.1")
-    message = rfc5322.read_message("scan-01", secrets.token_urlsafe(9), envelope, raw)
+    message = rfc5322.read_message("scan-01", new_mail_id(), envelope, raw)
     for line in asyncio.run(_scan(config, message)):
         print(line)
     return 0

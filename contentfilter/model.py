@@ -7,6 +7,7 @@ Envelope + raw bytes -> Message -> (decoded parts) -> ScanResult per scanner
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from enum import Enum, IntEnum
@@ -162,6 +163,15 @@ class HeaderSection:
         """The fields called `name` (any case), in order."""
         wanted = name.lower()
         return (field for field in self.fields if field.name.lower() == wanted)
+
+
+def new_mail_id() -> str:
+    """A fresh mail_id: 12 characters of [A-Za-z0-9_-], 72 random bits, never starting
+    with "-" (it is typed as a command argument: `contentfilter quarantine show ID`)."""
+    while True:
+        mail_id = secrets.token_urlsafe(9)
+        if not mail_id.startswith("-"):
+            return mail_id
 
 
 @dataclass(frozen=True, eq=False)

@@ -12,14 +12,13 @@ import asyncio
 import logging
 import os
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from contentfilter import replies, rfc5322
 from contentfilter.errors import NextHopTimeout, NextHopUnavailable
-from contentfilter.model import Disposition, Envelope, Recipient, Reply
+from contentfilter.model import Disposition, Envelope, Recipient, Reply, new_mail_id
 from contentfilter.pipeline import Pipeline
 from contentfilter.relay import Delivery, RecipientResult
 
@@ -129,6 +128,6 @@ async def filter_message(
 ) -> ExitStatus:
     """Run the pipeline on one message for the envelope pipe(8) gave; its exit status."""
     envelope = Envelope(sender, tuple(Recipient(a) for a in recipients), listener="pipe")
-    message = rfc5322.read_message(log_id, secrets.token_urlsafe(9), envelope, raw)
+    message = rfc5322.read_message(log_id, new_mail_id(), envelope, raw)
     outcome = await pipeline.handle(message)
     return exit_status(log_id, outcome.dispositions)

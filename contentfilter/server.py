@@ -12,7 +12,6 @@ import asyncio
 import itertools
 import logging
 import os
-import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ from contentfilter.client_input import COMMAND_LINE_LIMIT, READ_PIECE, SessionRe
 from contentfilter.config import Config, Listener, ServerSettings
 from contentfilter.errors import SessionClosed
 from contentfilter.model import Envelope as MessageEnvelope
-from contentfilter.model import Recipient, Reply
+from contentfilter.model import Recipient, Reply, new_mail_id
 from contentfilter.pipeline import Pipeline
 from contentfilter.relay import address_problem
 from contentfilter.rfc5322 import read_message
@@ -423,9 +422,7 @@ class Handler:
         lmtp = self.listener.protocol == "lmtp"
         log_id = new_log_id()
         raw: bytes = envelope.original_content or b""
-        message = read_message(
-            log_id, secrets.token_urlsafe(9), self._envelope(session, envelope), raw
-        )
+        message = read_message(log_id, new_mail_id(), self._envelope(session, envelope), raw)
         if has_bare_line_ending(raw):
             reply = replies.bare_line_ending()
             log.warning("(%s) rejected: %s", log_id, reply.text)
