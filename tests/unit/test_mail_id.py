@@ -11,7 +11,7 @@ from contentfilter import model
 
 def test_a_mail_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
     drawn = iter(["-starts-dash", "Ab3_-xYz9Q0k"])
-    monkeypatch.setattr(model.secrets, "token_urlsafe", lambda _n: next(drawn))
+    monkeypatch.setattr("contentfilter.model.secrets.token_urlsafe", lambda _n: next(drawn))
     assert model.new_mail_id() == "Ab3_-xYz9Q0k"
 
 
