@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from enum import Enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from contentfilter import headers, rfc5322
 from contentfilter.config import Config
@@ -33,6 +33,9 @@ from contentfilter.errors import QuarantineError, RelayError, ScannerError, Toke
 from contentfilter.model import ContentsCategory, Envelope, Message, Recipient, ScanResult
 from contentfilter.quarantine import Entry, HeldRecipient, QuarantineStore, State, Via, tokens
 from contentfilter.relay import Delivery
+
+if TYPE_CHECKING:
+    from contentfilter.metrics import Metrics
 
 log = logging.getLogger("contentfilter.quarantine")
 
@@ -118,6 +121,7 @@ async def release(
     force: bool = False,
     deliverer: Deliverer | None = None,
     rescanner: Rescanner | None = None,
+    metrics: Metrics | None = None,
 ) -> tuple[ActionResult, ...]:
     """Deliver the kept message to `recipients` (default: every original recipient still
     held) through the next hop, once each; one result per recipient.
@@ -125,9 +129,27 @@ async def release(
     Addresses that were not recipients of the message get NOT_A_RECIPIENT and nothing.
     The message is scanned again first: a virus found now (or a scanner that cannot
     answer) stops the release unless `force`. `deliverer` and `rescanner` default to
-    the next hop and the scanners of `config`, made for this call.
+    the next hop and the scanners of `config`, made for this call; with `metrics`, each
+    result is counted in `quarantine_releases_total` (by result and channel).
     QuarantineError for an unknown mail_id or a store that cannot be reached.
     """
+    results = await _release(config, store, mail_id, recipients, actor, force, deliverer, rescanner)
+    if metrics is not None:
+        for result in results:
+            metrics.released(result.result.name.lower(), actor.via.value)
+    return results
+
+
+async def _release(
+    config: Config,
+    store: QuarantineStore,
+    mail_id: str,
+    recipients: Sequence[str],
+    actor: Actor,
+    force: bool,
+    deliverer: Deliverer | None,
+    rescanner: Rescanner | None,
+) -> tuple[ActionResult, ...]:
     entry = await _entry(store, mail_id)
     chosen, results = _chosen(entry, recipients, actor)
     if not recipients and not force:  # every one still held, if any; else say why not
@@ -507,6 +529,7 @@ async def act_on_link(
     source: str,
     deliverer: Deliverer | None = None,
     rescanner: Rescanner | None = None,
+    metrics: Metrics | None = None,
 ) -> tuple[ActionResult, ...]:
     """Carry out what a verified link token allows (the POST of its confirmation page),
     as its recipient, via LINK, from `source` (the client's address).
@@ -534,6 +557,7 @@ async def act_on_link(
             actor=actor,
             deliverer=deliverer,
             rescanner=rescanner,
+            metrics=metrics,
         )
         if claim.action == "release-allow" and any(r.result is Result.RELEASED for r in results):
             results += (await allow_sender(store, claim.recipient, entry.sender, actor=actor),)

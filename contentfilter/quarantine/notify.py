@@ -24,6 +24,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from contentfilter.config import Config
 from contentfilter.errors import RelayError
@@ -32,6 +33,9 @@ from contentfilter.policy_settings import is_local
 from contentfilter.quarantine import Entry, QuarantineStore, Query, State, tokens
 from contentfilter.quarantine.actions import RECIPIENT_MAY, Deliverer
 from contentfilter.quarantine.notice_settings import FREQUENCY_SECONDS
+
+if TYPE_CHECKING:
+    from contentfilter.metrics import Metrics
 
 log = logging.getLogger("contentfilter.quarantine")
 
@@ -56,6 +60,14 @@ class Report:
     recipient_notices: int = 0
     digests: int = 0
     failures: list[str] = field(default_factory=list)
+    metrics: Metrics | None = field(default=None, repr=False)
+
+    def count(self, kind: str, sent: bool) -> None:
+        if sent:
+            setattr(self, kind, getattr(self, kind) + 1)
+        if self.metrics is not None:
+            label = {"admin_notices": "admin", "recipient_notices": "notice"}.get(kind, "digest")
+            self.metrics.notified(label, "sent" if sent else "failed")
 
     def __str__(self) -> str:
         text = (
@@ -69,11 +81,16 @@ class Report:
 
 
 async def run(
-    config: Config, store: QuarantineStore, deliverer: Deliverer, now: datetime | None = None
+    config: Config,
+    store: QuarantineStore,
+    deliverer: Deliverer,
+    now: datetime | None = None,
+    metrics: Metrics | None = None,
 ) -> Report:
-    """Send every notice that is due; each item once (see the module's docstring)."""
+    """Send every notice that is due; each item once (see the module's docstring). With
+    `metrics`, each notice is counted in `quarantine_notifications_total`."""
     moment = now or datetime.now(UTC)
-    report = Report()
+    report = Report(metrics=metrics)
     entries = await _recent(store, moment)
     for entry in entries:
         await _admin_notice(config, store, deliverer, entry, report)
@@ -110,8 +127,8 @@ async def _admin_notice(
     if not await store.claim(key, _keep_until(entry)):
         return
     message = admin_notice(config, entry, admins)
-    if await _send(deliverer, config, admins, message, key, store, report):
-        report.admin_notices += 1
+    sent = await _send(deliverer, config, admins, message, key, store, report)
+    report.count("admin_notices", sent)
 
 
 async def _recipient(
@@ -131,8 +148,8 @@ async def _recipient(
             key = f"notice:{entry.mail_id}:{recipient}"
             if await store.claim(key, _keep_until(entry)):
                 message = recipient_notice(config, entry, recipient, moment)
-                if await _send(deliverer, config, [recipient], message, key, store, report):
-                    report.recipient_notices += 1
+                sent = await _send(deliverer, config, [recipient], message, key, store, report)
+                report.count("recipient_notices", sent)
         return
     period = FREQUENCY_SECONDS[frequency]
     turn = f"digest:{recipient}:{frequency}:{int(moment.timestamp()) // period}"
@@ -146,8 +163,8 @@ async def _recipient(
         return
     message = digest(config, recipient, new, moment)
     keys = [turn, *(f"notice:{e.mail_id}:{recipient}" for e in new)]
-    if await _send(deliverer, config, [recipient], message, keys, store, report):
-        report.digests += 1
+    sent = await _send(deliverer, config, [recipient], message, keys, store, report)
+    report.count("digests", sent)
 
 
 def _keep_until(entry: Entry) -> datetime:

@@ -407,3 +407,33 @@ async def test_digest_runs_send_each_item_once_and_retry_failures(store: Quarant
     report = await notify.run(NOTICES, store, hop, now=NOW + timedelta(minutes=10))
     assert (report.admin_notices, report.recipient_notices, report.digests) == (0, 0, 0)
     assert len(hop.sent) == 4
+
+
+async def test_releases_and_notices_are_counted_in_the_process_that_makes_them(
+    store: QuarantineStore,
+) -> None:
+    from contentfilter.metrics import Metrics
+
+    metrics = Metrics()
+    await kept(store, "bob@example.com", "carol@example.com")
+    for hop in (NextHop("550 5.1.1 No such user"), NextHop(), NextHop()):
+        await actions.release(
+            CONFIG,
+            store,
+            "relTest00001",
+            ["bob@example.com"],
+            actor=ALICE,
+            deliverer=hop,
+            rescanner=CLEAN,
+            metrics=metrics,
+        )
+    report = await notify.run(NOTICES, store, NextHop(), now=NOW, metrics=metrics)
+    assert report.recipient_notices == 1  # carol's copy is still held
+
+    def count(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(f"contentfilter_{name}_total", labels)
+
+    assert count("quarantine_releases", result="refused", channel="cli") == 1
+    assert count("quarantine_releases", result="released", channel="cli") == 1
+    assert count("quarantine_releases", result="already_released", channel="cli") == 1
+    assert count("quarantine_notifications", kind="notice", result="sent") == 1
