@@ -256,6 +256,7 @@ class Pipeline:
         )
         context = policy.Context(self.config.server.hostname, self.config.policy, bank)
         verdicts = policy.decide(message, results, context)
+        verdicts = await self._allowed_senders(message, results, context, verdicts)
         stages["policy"], mark = self.clock() - mark, self.clock()
         for verdict in verdicts:
             detail_log.debug(
@@ -275,6 +276,45 @@ class Pipeline:
         dispositions = await self._act(message, verdicts, lmtp)
         stages["reinject"] = self.clock() - mark
         return Outcome(message, results, dispositions)
+
+    async def _allowed_senders(
+        self,
+        message: Message,
+        results: Sequence[ScanResult],
+        context: policy.Context,
+        verdicts: tuple[Verdict, ...],
+    ) -> tuple[Verdict, ...]:
+        """Spam blocked for a recipient who allowed its sender ("release and allow the
+        sender") is decided again as from an allowed sender (amavisd-new's per-recipient
+        whitelist_sender). Asked only for blocked spam; a store that cannot answer
+        leaves the verdicts as they are."""
+        sender = message.envelope.mail_from
+        spam = (ContentsCategory.SPAM, ContentsCategory.SPAMMY)
+        blocked = [
+            i
+            for i, v in enumerate(verdicts)
+            if v.category in spam and v.destiny is not Destiny.PASS
+        ]
+        if self.quarantine is None or not sender or not blocked:
+            return verdicts
+        allowed = replace(policy.gather(message, results, context.settings), sender_allowed=True)
+        decided = list(verdicts)
+        for index in blocked:
+            recipient = verdicts[index].recipient
+            try:
+                if not await self.quarantine.allowed_sender(recipient.address, sender):
+                    continue
+            except QuarantineError as error:
+                log.warning("(%s) allowed senders not available: %s", message.log_id, error)
+                return verdicts
+            decided[index] = policy.decide_recipient(recipient, allowed, context)
+            detail_log.debug(
+                "(%s) <%s>: sender <%s> allowed by the recipient",
+                message.log_id,
+                recipient.address,
+                sender,
+            )
+        return tuple(decided)
 
     def _bank_name(self, message: Message) -> str | None:
         bank = policy.choose_bank(

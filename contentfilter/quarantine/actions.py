@@ -574,9 +574,8 @@ async def allow_sender(
     store: QuarantineStore, recipient: str, sender: str, *, actor: Actor
 ) -> ActionResult:
     """Record that `recipient` wants mail from `sender` (amavisd-new's per-recipient
-    whitelist_sender), in the quarantine store, shared by every filter host.
-
-    Recorded only: the policy does not read it yet (see the README)."""
+    whitelist_sender), in the quarantine store, shared by every filter host: the
+    filter then passes spam from `sender` to `recipient` (Pipeline._allowed_senders)."""
     if not sender:
         return ActionResult(recipient, Result.NOT_HELD, "the null sender cannot be allowed")
     await store.allow_sender(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from contentfilter import config
+from contentfilter.quarantine import Via, actions, open_store
 from tests.support import messages
 from tests.support.client import send
 from tests.support.daemons import Clamd, FilterFactory, FilterProcess, Spamd, filter_command
@@ -255,3 +258,29 @@ def test_postgresql_down_tempfails_the_message(
         r"451 4\.3\.0 Error in processing, id=\S+, quarantine: PostgreSQL store: .*", replies.data
     ), replies.data
     assert sink.attempts == []
+
+
+def test_spam_from_a_sender_the_recipient_allowed_passes_to_that_recipient(
+    filter_factory: FilterFactory, sink: CaptureSink, clamd: Clamd, spamd: Spamd
+) -> None:
+    process = filter_factory(clamd=clamd.address, spamd=spamd.address, config_text=KEEP_ALL)
+    first = send(process.address, messages.gtube(), messages.SENDER, TWO)
+    assert first.data.startswith("250 2.7.0 Ok, discarded, id="), first.data
+
+    bob = actions.Actor("bob@example.com", Via.LINK)
+
+    async def allow() -> None:  # what "release and allow the sender" records for bob
+        store = open_store(config.load(config_of(process)).quarantine)
+        try:
+            await actions.allow_sender(store, "bob@example.com", messages.SENDER, actor=bob)
+        finally:
+            await store.close()
+
+    asyncio.run(allow())
+    again = send(process.address, messages.gtube(), messages.SENDER, TWO)
+    assert again.data.startswith("250 "), again.data
+    (copy,) = sink.wait_for(1)
+    assert copy.rcpt_tos == ["bob@example.com"]  # carol did not allow the sender
+    assert "X-Spam-Flag: YES" not in copy.data.decode("latin-1")
+    listed = quarantine(config_of(process), "list", "--json", "--rcpt", "carol@example.com")
+    assert len(listed.stdout.splitlines()) == 2  # carol's copy is kept, both times
