@@ -86,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="private directory for extracted parts, emptied at start (decoder.temp_directory)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes (server.workers, default: one per core); 0: one process,"
+        " no supervisor",
+    )
     serve.set_defaults(command_function=command_serve)
     status = commands.add_parser(
         "status", help="ask clamd, spamd and the next hop whether they answer; 1 if one is down"
@@ -181,6 +188,8 @@ def load_config(arguments: argparse.Namespace) -> Config:
         _section(data, "daemon")["allow_root"] = True
     if getattr(arguments, "temp_directory", None):
         _section(data, "decoder")["temp_directory"] = arguments.temp_directory
+    if getattr(arguments, "workers", None) is not None:
+        _section(data, "server")["workers"] = arguments.workers
     _override_scanner(data, "clamav", getattr(arguments, "clamd", None), "servers")
     _override_scanner(data, "spamassassin", getattr(arguments, "spamd", None), "server")
     return config_module.from_mapping(data)
@@ -269,16 +278,31 @@ def setup_logging(config: Config) -> None:
 
 
 def command_serve(config: Config, arguments: argparse.Namespace) -> int:
+    from contentfilter.supervisor import Supervisor, worker_count
+
     try:
         setup_logging(config)
-        asyncio.run(serve(config))
+        if worker_count(config.server.workers) == 0:
+            asyncio.run(serve(config))
+            return 0
+        start = privileges.prepare(config)  # the user and the temp directory, before binding
     except ConfigError as error:  # the user, group or temp directory
         print(f"contentfilter: config error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
         log.error("cannot start: %s", error)
         return 1
-    return 0
+    supervisor = Supervisor(
+        config, lambda: reload_config(arguments), health_checks=_health, drain_timeout=DRAIN_TIMEOUT
+    )
+    return supervisor.run()
+
+
+def reload_config(arguments: argparse.Namespace) -> Config:
+    """The configuration as `serve` would start with it now (ConfigError if bad)."""
+    config = load_config(arguments)
+    scanners.load_settings(config.scanners)
+    return config
 
 
 async def serve(config: Config) -> None:
@@ -312,6 +336,9 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: log.warning("SIGHUP ignored: reloading needs workers (1 or more)")
+    )
     await server.start(accepting=False)
     start.drop()  # after binding (ports below 1024), before any mail is read
     if pipeline.decoder is not None:

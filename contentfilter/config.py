@@ -56,6 +56,9 @@ def _default_networks() -> tuple[Network, ...]:
     return (Network.from_config("127.0.0.0/8"), Network.from_config("::1/128"))
 
 
+MAX_WORKERS = 64
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """The SMTP side that Postfix talks to."""
@@ -70,7 +73,10 @@ class ServerSettings:
     # DATA may take idle_timeout plus one second per this many bytes (Postfix's
     # smtpd_min_data_rate): a client that trickles the message is disconnected
     min_data_rate: float = 500.0
-    max_sessions: int = 100  # concurrent sessions; more are told 421 and retried
+    max_sessions: int = 100  # concurrent sessions, all workers together; more get 421
+    # processes serving mail (`serve --workers`): None = one per core, 0 = no
+    # supervisor, the filter runs in the one process started
+    workers: int | None = None
     max_recipients: int = 1000  # per message; more are told 452 (smtpd_recipient_limit)
 
     def __post_init__(self) -> None:
@@ -81,6 +87,8 @@ class ServerSettings:
         schema.require_positive(
             self, "idle_timeout", "min_data_rate", "max_sessions", "max_recipients"
         )
+        if self.workers is not None and not 0 <= self.workers <= MAX_WORKERS:
+            raise ValueError(f"workers: expected 0 to {MAX_WORKERS} (got {self.workers})")
 
 
 @dataclass(frozen=True)

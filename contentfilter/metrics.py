@@ -25,8 +25,18 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    make_wsgi_app,
+    multiprocess,
+)
 from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from contentfilter.events import MessageEvent
 from contentfilter.model import Action, Outcome, ScanResult
@@ -327,6 +337,58 @@ class Metrics:
         self.notifications.labels(kind, result).inc()
 
 
+class CollectedMetrics:
+    """`/metrics` of a supervisor and its workers.
+
+    The workers count into files in `directory` (prometheus-client's multiprocess
+    mode); the supervisor adds what only it knows, from `own` (its in-process
+    Metrics): the reloads and the loaded configuration, and the scanners' state as
+    its /healthz probes found it (newer there than the workers' samples it replaces).
+    """
+
+    OWN = ("contentfilter_config_reloads", "contentfilter_build")
+    PROBED = (
+        "contentfilter_scanner_up",
+        "contentfilter_clamd_signatures_age_seconds",
+        "contentfilter_clamd_version_info",
+    )
+
+    def __init__(self, directory: str, own: Metrics) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_Merged(directory, own.registry, (*self.OWN, *self.PROBED)))
+
+
+class _Merged(Collector):
+    """The workers' families, with some of another registry's merged in: a sample of
+    the other registry replaces the workers' with the same name and labels."""
+
+    def __init__(self, directory: str, own: CollectorRegistry, names: Iterable[str]) -> None:
+        self.workers = multiprocess.MultiProcessCollector(None, path=directory)  # type: ignore[no-untyped-call]
+        self.own = own
+        self.names = set(names)
+
+    def collect(self) -> Iterable[Metric]:
+        every = {f.name: f for f in self.own.collect()}
+        own = {name: f for name, f in every.items() if name in self.names and f.samples}
+        families = []
+        for family in self.workers.collect():  # type: ignore[no-untyped-call]
+            every.pop(family.name, None)
+            mine = own.pop(family.name, None)
+            if mine is not None:
+                replaced = {(s.name, tuple(sorted(s.labels.items()))) for s in mine.samples}
+                family.samples = mine.samples + [
+                    s
+                    for s in family.samples
+                    if (s.name, tuple(sorted(s.labels.items()))) not in replaced
+                ]
+            families.append(family)
+        for name, family in every.items():  # no worker has a sample yet: name it all
+            if name not in own:
+                family.samples = []
+            families.append(family)
+        return families
+
+
 def decoder_limit(problem: str) -> str | None:
     """The decoder setting a problem text says was reached; "failure" for a crashed or
     failed decoder process; None for damage in the message itself."""
@@ -393,7 +455,11 @@ class MetricsServer:
     """
 
     def __init__(
-        self, metrics: Metrics, host: str, port: int, health: Health = _always_healthy
+        self,
+        metrics: Metrics | CollectedMetrics,
+        host: str,
+        port: int,
+        health: Health = _always_healthy,
     ) -> None:
         exporter = make_wsgi_app(metrics.registry)
 

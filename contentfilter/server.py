@@ -14,14 +14,14 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from contentfilter import __version__, client_input, replies
-from contentfilter.addresses import Network
+from contentfilter.addresses import HostPort, Network
 from contentfilter.client_input import COMMAND_LINE_LIMIT, READ_PIECE, SessionReader
 from contentfilter.config import Config, Listener, ServerSettings
 from contentfilter.errors import SessionClosed
@@ -30,9 +30,11 @@ from contentfilter.model import Recipient, Reply, new_mail_id
 from contentfilter.pipeline import Pipeline
 from contentfilter.relay import address_problem
 from contentfilter.rfc5322 import read_message
+from contentfilter.sessionboard import SessionBoard
 
 log = logging.getLogger("contentfilter.server")
 
+LISTEN_BACKLOG = 1024  # connections the kernel queues while every worker is busy
 XFORWARD_NAMES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
 DSN_MAIL_PARAMETERS = ("RET", "ENVID")
 DSN_RCPT_PARAMETERS = ("NOTIFY", "ORCPT")
@@ -61,21 +63,41 @@ def new_log_id() -> str:
 
 
 class SessionCounter:
-    """Concurrent sessions, bounded by server.max_sessions."""
+    """Concurrent sessions, bounded by server.max_sessions.
 
-    def __init__(self, limit: int) -> None:
+    With several workers the limit is for all of them together: `board` holds every
+    worker's count and `slot` is this worker's place in it.
+    """
+
+    def __init__(self, limit: int, board: SessionBoard | None = None, slot: int = 0) -> None:
         self.limit = limit
         self.active = 0
+        self.board = board
+        self.slot = slot
+        self.idle = asyncio.Event()  # no session open in this process
+        self.idle.set()
         self.on_refused: Callable[[str], None] = lambda reason: None  # metrics
+        self.on_change: Callable[[int], None] = lambda active: None  # metrics
 
     def enter(self) -> bool:
-        if self.active >= self.limit:
+        total = self.active if self.board is None else self.board.total()
+        if total >= self.limit:
             return False
-        self.active += 1
+        self._set(self.active + 1)
         return True
 
     def leave(self) -> None:
-        self.active -= 1
+        self._set(self.active - 1)
+
+    def _set(self, active: int) -> None:
+        self.active = active
+        if self.board is not None:
+            self.board.set(self.slot, active)
+        if active:
+            self.idle.clear()
+        else:
+            self.idle.set()
+        self.on_change(active)
 
 
 class _CommandSizeLimits(dict[str, int]):
@@ -468,26 +490,40 @@ def has_bare_line_ending(raw: bytes) -> bool:
 class Server:
     """All listeners of one filter process."""
 
-    def __init__(self, config: Config, pipeline: Pipeline) -> None:
+    def __init__(self, config: Config, pipeline: Pipeline, sessions: SessionCounter | None = None):
         self.config = config
         self.pipeline = pipeline
         self.handlers: list[Handler] = []
         self.servers: list[asyncio.base_events.Server] = []
-        self.sessions = SessionCounter(config.server.max_sessions)
+        self.sessions = sessions or SessionCounter(config.server.max_sessions)
 
-    async def start(self, accepting: bool = True) -> None:
-        """Bind every listener; accept connections now, or from `accept()` on."""
+    async def start(
+        self, sockets: Mapping[HostPort, socket.socket] | None = None, accepting: bool = True
+    ) -> None:
+        """Listen on every configured address: bind here, or use the bound and
+        listening `sockets` a supervisor shares between its workers; accept
+        connections now, or from `accept()` on."""
         loop = asyncio.get_running_loop()
         for listener in self.config.server.listen:
             handler = Handler(self.config, self.pipeline, listener)
             self.handlers.append(handler)
-            server = await loop.create_server(
-                lambda h=handler, lst=listener: self._protocol(h, lst),  # type: ignore[misc]
-                host=listener.address.host,
-                port=listener.address.port,
-                reuse_address=True,
-                start_serving=accepting,
-            )
+            factory = lambda h=handler, lst=listener: self._protocol(h, lst)  # noqa: E731
+            if sockets is not None:
+                server = await loop.create_server(
+                    factory,
+                    sock=sockets[listener.address],
+                    backlog=LISTEN_BACKLOG,  # listen() again: keep the supervisor's
+                    start_serving=accepting,
+                )
+            else:
+                server = await loop.create_server(
+                    factory,
+                    host=listener.address.host,
+                    port=listener.address.port,
+                    reuse_address=True,
+                    backlog=LISTEN_BACKLOG,
+                    start_serving=accepting,
+                )
             self.servers.append(server)
             log.info("listening on %s (%s)", listener.address, listener.protocol.upper())
 
@@ -540,3 +576,19 @@ class Server:
             log.warning(
                 "stopping with %d message(s) unanswered: Postfix will retry them", in_flight
             )
+
+    async def retire(self, timeout: float) -> None:
+        """Stop accepting, then let every open session end as its client ends it.
+
+        For a reload: the listening sockets stay open in the supervisor and the new
+        workers, so a client sees neither a refused connection nor a 421; a session
+        still open after `timeout` is cut as by `drain`.
+        """
+        for server in self.servers:
+            server.close()
+        try:
+            async with asyncio.timeout(timeout):
+                await self.sessions.idle.wait()
+        except TimeoutError:
+            log.warning("%d session(s) still open after %gs", self.sessions.active, timeout)
+        await self.drain(timeout)
