@@ -262,6 +262,7 @@ def start_filter(
     environment: dict[str, str] | None = None,
     as_root: bool = True,
     wrapper: Sequence[str] = (),
+    listen_flag: bool = True,
 ) -> FilterProcess:
     """Start `contentfilter serve` and wait until it answers; the caller stops it.
 
@@ -273,14 +274,15 @@ def start_filter(
     test's private files) unless `as_root` is False, and gets its own temp directory
     (`workdir/tmp-PORT`; serve empties it at start) unless the test chose one.
     `wrapper` is a command that runs the filter's command line given to it.
+    Without `listen_flag` the listeners are the config file's (which must include
+    127.0.0.1:`port`).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     argv = [
         *filter_command(),
         "serve",
-        "--listen",
-        f"127.0.0.1:{port}",
+        *(["--listen", f"127.0.0.1:{port}"] if listen_flag else []),
         "--next-hop",
         next_hop,
     ]
@@ -298,6 +300,8 @@ def start_filter(
         argv += ["--temp-directory", str(workdir / f"tmp-{port}")]
     if "--metrics" not in argv:  # many filters run at once: no shared default port
         argv += ["--metrics", "off"]
+    if "--workers" not in argv:  # one worker (behind the supervisor): per-worker caches
+        argv += ["--workers", "1"]  # and counts stay predictable
     stderr_path = workdir / f"filter-{port}.log"
     variables = dict(os.environ, PYTHONUNBUFFERED="1", **(environment or {}))
     with open(stderr_path, "wb") as stderr:
@@ -307,6 +311,8 @@ def start_filter(
     handle = FilterProcess("127.0.0.1", port, process, stderr_path, argv, quarantine)
 
     def greets() -> bool:
+        if "contentfilter ready" not in handle.log_text():  # all workers up
+            return False
         return re.match(rb"[2-5]\d\d[ -]", smtp_greeting("127.0.0.1", port)) is not None
 
     try:
@@ -358,6 +364,7 @@ class FilterFactory:
         environment: dict[str, str] | None = None,
         as_root: bool = True,
         wrapper: Sequence[str] = (),
+        listen_flag: bool = True,
     ) -> FilterProcess:
         process = start_filter(
             self.workdir,
@@ -370,6 +377,7 @@ class FilterFactory:
             environment=environment,
             as_root=as_root,
             wrapper=wrapper,
+            listen_flag=listen_flag,
         )
         self.started.append(process)
         return process

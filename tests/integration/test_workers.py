@@ -1,0 +1,248 @@
+"""`serve --workers N`: a supervisor and N worker processes on shared sockets.
+
+Reloads (SIGHUP) under a steady stream of mail, a worker or the supervisor killed
+under load, restarts: the client is a Postfix-like one that retries whatever got no
+final answer (tests/support/load.py), and the sink's copies are counted by
+Message-ID: nothing lost, nothing refused or reset by a reload, nothing that got a
+2xx delivered twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_metrics import scrape, value
+from tests.support.client import send
+from tests.support.daemons import FilterFactory, FilterProcess
+from tests.support.load import Load
+from tests.support.messages import clean
+from tests.support.net import free_port, smtp_greeting, wait_until
+from tests.support.sink import CaptureSink
+
+ALICE = "alice@sender.example"
+BOB = "bob@recipient.example"
+
+
+def worker_pids(supervisor: int) -> list[int]:
+    """The supervisor's worker processes, from /proc."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rpartition(")")[2].split()[1])
+        if parent == supervisor and b"contentfilter.worker" in command:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def config_path(process: FilterProcess) -> Path:
+    return Path(process.argv[process.argv.index("-c") + 1])
+
+
+def reload(process: FilterProcess, times_before: int, word: str = "reloaded:") -> None:
+    """SIGHUP, and wait until the supervisor has logged the outcome."""
+    process.process.send_signal(signal.SIGHUP)
+    wait_until(
+        lambda: process.log_text().count(word) > times_before,
+        f"reload {times_before + 1}",
+        180,
+        process.process,
+        process.stderr_path,
+    )
+
+
+def served_by(process: FilterProcess) -> collections.Counter[str]:
+    """Messages per worker PID, from the amavisd-new ids (`PID-NN`) in the log."""
+    return collections.Counter(re.findall(r"\((\d+)-\d+\) Passed", process.log_text()))
+
+
+def test_two_workers_serve_and_a_killed_one_is_replaced(
+    filter_factory: FilterFactory, sink: CaptureSink
+) -> None:
+    process = filter_factory(extra_args=["--workers", "2"])
+    first = worker_pids(process.process.pid)
+    assert len(first) == 2
+    os.kill(first[0], signal.SIGKILL)
+    wait_until(
+        lambda: len(set(worker_pids(process.process.pid)) - set(first)) == 1, "a new one", 60
+    )
+    assert f"worker {first[0]} was killed by signal SIGKILL; starting a new one" in (
+        process.log_text()
+    )
+    for _ in range(4):
+        assert send(process.address, clean(), ALICE, [BOB]).data.startswith("250 2.0.0 Ok")
+    assert len(sink.wait_for(4)) == 4
+
+
+def test_ten_reloads_under_a_steady_stream_lose_refuse_and_repeat_nothing(
+    filter_factory: FilterFactory, sink: CaptureSink
+) -> None:
+    process = filter_factory(
+        config_text="server:\n  hostname: generation0.test\n", extra_args=["--workers", "2"]
+    )
+    config = config_path(process)
+    load = Load(process.address, concurrency=6).start()
+    try:
+        for n in range(1, 11):
+            wanted = 30 * n  # messages answered before this reload
+            wait_until(lambda: load.answered >= wanted, "mail between reloads", 120)  # noqa: B023
+            config.write_text(f"server:\n  hostname: generation{n}.test\n")
+            reload(process, n - 1)
+        wait_until(lambda: load.answered >= 400, "several hundred messages", 300)
+    finally:
+        load.stop()
+    assert load.problems() == []  # no refused or reset connection, no tempfail
+    assert load.delivery_problems(sink, exactly_once=True) == []
+    assert len(load.attempts) >= 400
+    assert b"generation10.test" in smtp_greeting(*_host_port(process.address))
+    assert process.log_text().count("worker") and "Traceback" not in process.log_text()
+
+
+def test_a_bad_config_is_refused_and_the_old_one_keeps_serving(
+    filter_factory: FilterFactory, sink: CaptureSink
+) -> None:
+    process = filter_factory(
+        config_text="server:\n  hostname: good.test\n", extra_args=["--workers", "2"]
+    )
+    before = worker_pids(process.process.pid)
+    config_path(process).write_text("server:\n  hostname: bad.test\n  max_sessions: -1\n")
+    reload(process, 0, "reload refused")
+    assert "server: max_sessions must be" in process.log_text().split("reload refused")[1]
+    assert worker_pids(process.process.pid) == before
+    assert b"good.test" in smtp_greeting(*_host_port(process.address))
+    assert send(process.address, clean(), ALICE, [BOB]).data.startswith("250 2.0.0 Ok")
+
+
+def test_a_reload_adds_and_removes_listeners(
+    filter_factory: FilterFactory, sink: CaptureSink
+) -> None:
+    port = free_port()
+    first, second = f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}"
+    process = filter_factory(
+        config_text=f"server:\n  listen: ['{first}']\n",
+        extra_args=["--workers", "1"],
+        port=port,
+        listen_flag=False,
+    )
+    config = config_path(process)
+    config.write_text(f"server:\n  listen: ['{first}', 'lmtp:{second}']\n")
+    reload(process, 0)
+    assert smtp_greeting(*_host_port(second)).startswith(b"220 ")
+    assert send(first, clean(), ALICE, [BOB]).data.startswith("250 2.0.0 Ok")
+    config.write_text(f"server:\n  listen: ['{second}']\n")
+    reload(process, 1)
+    with pytest.raises(ConnectionRefusedError):  # nobody listens there any more
+        smtp_greeting(*_host_port(first))
+    assert send(second, clean(), ALICE, [BOB]).data.startswith("250 2.0.0 Ok")
+    assert len(sink.wait_for(2)) == 2
+
+
+def test_a_worker_killed_under_load_costs_only_its_open_sessions(
+    filter_factory: FilterFactory, sink: CaptureSink
+) -> None:
+    process = filter_factory(extra_args=["--workers", "2"])
+    load = Load(process.address, concurrency=6).start()
+    try:
+        wait_until(lambda: load.answered >= 50, "mail before the kill", 120)
+        victim = worker_pids(process.process.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: "starting a new one" in process.log_text(), "a replacement", 60)
+        wait_until(lambda: load.answered >= 200, "mail after the kill", 300)
+    finally:
+        load.stop()
+    # its sessions got no reply and were retried; nobody got a 4xx or 5xx
+    assert [a for _, a in load.problems() if a.outcome not in ("no reply", "refused")] == []
+    assert load.delivery_problems(sink) == []  # a copy more only where a reply was lost
+
+
+def test_sigterm_of_the_supervisor_under_load_then_a_restart_delivers_each_message_once(
+    filter_factory: FilterFactory, sink: CaptureSink
+) -> None:
+    port = free_port()
+    process = filter_factory(extra_args=["--workers", "2"], port=port)
+    load = Load(process.address, concurrency=6).start()
+    try:
+        wait_until(lambda: load.answered >= 50, "mail before the stop", 120)
+        process.process.send_signal(signal.SIGTERM)
+        assert process.process.wait(120) == 0
+        assert worker_pids(process.process.pid) == []
+        stopped_at = load.answered
+        filter_factory(extra_args=["--workers", "2"], port=port)
+        wait_until(lambda: load.answered >= stopped_at + 100, "mail after the restart", 300)
+    finally:
+        load.stop()
+    # every message that reached end-of-DATA got its answer before the workers exited
+    assert [a for _, a in load.problems() if a.outcome in ("4xx", "5xx")] == []
+    assert load.delivery_problems(sink, exactly_once=True) == []
+
+
+def test_sigkill_of_the_supervisor_under_load_then_a_restart_loses_nothing(
+    filter_factory: FilterFactory, sink: CaptureSink
+) -> None:
+    port = free_port()
+    process = filter_factory(extra_args=["--workers", "2"], port=port)
+    orphans = worker_pids(process.process.pid)
+    load = Load(process.address, concurrency=6).start()
+    try:
+        wait_until(lambda: load.answered >= 50, "mail before the kill", 120)
+        process.process.kill()
+        process.process.wait(60)
+        # the workers see their supervisor gone: they stop accepting, answer what
+        # they have, and exit
+        wait_until(lambda: not any(_alive(pid) for pid in orphans), "the workers to exit", 120)
+        killed_at = load.answered
+        filter_factory(extra_args=["--workers", "2"], port=port)
+        wait_until(lambda: load.answered >= killed_at + 100, "mail after the restart", 300)
+    finally:
+        load.stop()
+    assert [a for _, a in load.problems() if a.outcome in ("4xx", "5xx")] == []
+    assert load.delivery_problems(sink, exactly_once=True) == []
+
+
+def test_metrics_add_up_all_workers_and_survive_a_reload(
+    filter_factory: FilterFactory, sink: CaptureSink
+) -> None:
+    metrics = f"127.0.0.1:{free_port()}"
+    process = filter_factory(
+        config_text="server: {hostname: one.test}\n",
+        extra_args=["--workers", "2", "--metrics", metrics],
+    )
+    for _ in range(6):
+        assert send(process.address, clean(), ALICE, [BOB]).data.startswith("250 2.0.0 Ok")
+    before = scrape(metrics)
+    assert value(before, "messages_total", category="CLEAN") == 6
+    assert value(before, "smtp_sessions_active") == 0
+    config_path(process).write_text("server: {hostname: two.test}\n")
+    reload(process, 0)
+    wait_until(lambda: len(worker_pids(process.process.pid)) == 2, "the old workers gone", 120)
+    assert send(process.address, clean(), ALICE, [BOB]).data.startswith("250 2.0.0 Ok")
+    after = scrape(metrics)
+    assert value(after, "messages_total", category="CLEAN") == 7  # the old workers' count too
+    assert value(after, "config_reloads_total", result="success") == 1
+    [old_hash] = [labels for name, labels in before if name == "contentfilter_build_info"]
+    [new_hash] = [labels for name, labels in after if name == "contentfilter_build_info"]
+    assert old_hash != new_hash
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
