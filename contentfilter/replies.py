@@ -185,6 +185,12 @@ def too_many_sessions() -> Reply:
     return Reply(Code.SERVICE_NOT_AVAILABLE, "4.3.2", "Too many sessions, try again later")
 
 
+def shutting_down() -> Reply:
+    """End-of-DATA after a stop began, too late to be answered before the exit: the
+    message is not processed and Postfix sends it again (RFC 5321 section 3.8)."""
+    return Reply(Code.SERVICE_NOT_AVAILABLE, "4.3.2", "Service shutting down, try again later")
+
+
 def size_exceeded() -> Reply:
     """SIZE= in MAIL FROM, or the data itself, over server.message_size_limit."""
     return Reply(Code.EXCEEDED_STORAGE, "5.3.4", "Message size exceeds fixed limit")

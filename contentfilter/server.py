@@ -252,9 +252,18 @@ class _FilterProtocol:
             self._set_post_data_state()  # type: ignore[attr-defined]
             return
         self.envelope.content = self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")  # type: ignore[attr-defined]
-        self._set_post_data_state()  # type: ignore[attr-defined]
-        await self.push(replies.render(replies.ok()) if status is MISSING else status)
+        handler: Handler = self.event_handler  # type: ignore[attr-defined]
+        if not handler.begin():  # stopping: what is not answered now is not processed
+            self._set_post_data_state()  # type: ignore[attr-defined]
+            await self.push(replies.render(replies.shutting_down()))
+            self.transport.close()
+            return
+        try:  # a stop waits until the reply is written, not only until the verdict
+            status = await self._call_handler_hook("DATA")  # type: ignore[attr-defined]
+            self._set_post_data_state()  # type: ignore[attr-defined]
+            await self.push(replies.render(replies.ok()) if status is MISSING else status)
+        finally:
+            handler.end()
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         remaining, dsn = _take_parameters(arg, DSN_MAIL_PARAMETERS)
@@ -373,9 +382,10 @@ class Handler:
         self.config = config
         self.pipeline = pipeline
         self.listener = listener
-        self.in_flight = 0
+        self.in_flight = 0  # messages between end-of-DATA and their reply
         self.idle = asyncio.Event()
         self.idle.set()
+        self.closing = False  # stopping: no message starts any more
 
     async def handle_EHLO(
         self,
@@ -428,15 +438,22 @@ class Handler:
         self.pipeline.faults.record("SMTP session", error)
         return replies.render(replies.failure("-", error))
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: FilterEnvelope) -> str:
+    def begin(self) -> bool:
+        """A message reached end-of-DATA; False once the server is stopping."""
+        if self.closing:
+            return False
         self.in_flight += 1
         self.idle.clear()
-        try:
-            answers = await self._process(session, envelope)
-        finally:
-            self.in_flight -= 1
-            if not self.in_flight:
-                self.idle.set()
+        return True
+
+    def end(self) -> None:
+        """Its reply has been written."""
+        self.in_flight -= 1
+        if not self.in_flight:
+            self.idle.set()
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: FilterEnvelope) -> str:
+        answers = await self._process(session, envelope)
         return "\r\n".join(replies.render(reply) for reply in answers)
 
     async def _process(self, session: Session, envelope: FilterEnvelope) -> list[Reply]:
@@ -566,16 +583,22 @@ class Server:
         """Stop accepting, then wait for messages in progress to get their reply."""
         for server in self.servers:
             server.close()
-        waits = [asyncio.create_task(h.idle.wait()) for h in self.handlers]
-        if waits:
-            _done, pending = await asyncio.wait(waits, timeout=timeout)
-            for task in pending:
-                task.cancel()
+        await self._wait_idle(timeout)
+        for handler in self.handlers:  # a message that ends its DATA from now on gets
+            handler.closing = True  # 421 and is not processed: its reply could be lost
+        await self._wait_idle(timeout)
         in_flight = sum(h.in_flight for h in self.handlers)
         if in_flight:
             log.warning(
                 "stopping with %d message(s) unanswered: Postfix will retry them", in_flight
             )
+
+    async def _wait_idle(self, timeout: float) -> None:
+        waits = [asyncio.create_task(h.idle.wait()) for h in self.handlers]
+        if waits:
+            _done, pending = await asyncio.wait(waits, timeout=timeout)
+            for task in pending:
+                task.cancel()
 
     async def retire(self, timeout: float) -> None:
         """Stop accepting, then let every open session end as its client ends it.
@@ -586,6 +609,9 @@ class Server:
         """
         for server in self.servers:
             server.close()
+        # a connection accepted just now starts its session (and counts) a few loop
+        # turns later
+        await asyncio.sleep(0.1)
         try:
             async with asyncio.timeout(timeout):
                 await self.sessions.idle.wait()

