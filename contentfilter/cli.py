@@ -292,16 +292,33 @@ def command_serve(config: Config, arguments: argparse.Namespace) -> int:
     except OSError as error:
         log.error("cannot start: %s", error)
         return 1
+    log.info(
+        "temp directory %s (%d leftovers removed)",
+        start.config.decoder.temp_directory,
+        start.leftovers,
+    )
     supervisor = Supervisor(
-        config, lambda: reload_config(arguments), health_checks=_health, drain_timeout=DRAIN_TIMEOUT
+        start.config,
+        lambda: reload_config(arguments, start.config),
+        run_as=start.run_as,
+        notifier=sdnotify.Notifier.from_environment(),
+        health_checks=_health,
+        drain_timeout=DRAIN_TIMEOUT,
     )
     return supervisor.run()
 
 
-def reload_config(arguments: argparse.Namespace) -> Config:
-    """The configuration as `serve` would start with it now (ConfigError if bad)."""
-    config = load_config(arguments)
+def reload_config(arguments: argparse.Namespace, running: Config) -> Config:
+    """The configuration as `serve` would start with it now (ConfigError if bad).
+
+    Whom the workers run as and their temp directory (emptied at start, in use by
+    the old workers) change only with a restart."""
+    config = privileges.with_temp_directory(load_config(arguments))
     scanners.load_settings(config.scanners)
+    if config.daemon != running.daemon:
+        raise ConfigError("daemon", "changes only with a restart, not with a reload")
+    if config.decoder.temp_directory != running.decoder.temp_directory:
+        raise ConfigError("decoder.temp_directory", "changes only with a restart")
     return config
 
 
@@ -343,7 +360,7 @@ async def serve(config: Config) -> None:
     start.drop()  # after binding (ports below 1024), before any mail is read
     if pipeline.decoder is not None:
         await pipeline.decoder.start()  # as the user: the decoder processes too
-    await _check_quarantine(pipeline)  # as the user: the files it makes are the user's
+    await check_quarantine(pipeline)  # as the user: the files it makes are the user's
     await server.accept()
     scanner_names = ", ".join(s.name for s in pipeline.scanners) or "none"
     log.info(
@@ -381,7 +398,7 @@ def _health(config: Config, metrics: Any) -> Any:
     return health
 
 
-async def _check_quarantine(pipeline: Pipeline) -> None:
+async def check_quarantine(pipeline: Pipeline) -> None:
     """Open the quarantine store now (its schema brought up to date), so a store that is
     down is in the log at start-up, not first at the next virus. The filter starts
     anyway: only the messages to keep are tempfailed until the store is back."""

@@ -41,6 +41,8 @@ from contentfilter.addresses import HostPort
 from contentfilter.config import Config
 from contentfilter.errors import ConfigError
 from contentfilter.metrics import Health, Metrics, MetricsServer
+from contentfilter.privileges import Identity
+from contentfilter.sdnotify import Notifier
 from contentfilter.sessionboard import SLOTS, SessionBoard
 
 log = logging.getLogger("contentfilter.supervisor")
@@ -64,6 +66,7 @@ class WorkerStart:
     board_fd: int  # the shared session counts (contentfilter.sessionboard)
     slot: int  # this worker's place on the board
     metrics: bool  # count into the supervisor's multiprocess metrics directory
+    run_as: Identity | None  # whom to become once the sockets are taken over
 
 
 def worker_count(setting: int | None) -> int:
@@ -119,9 +122,8 @@ class Supervisor:
     """Runs the workers; `run` returns the exit status of `serve`.
 
     `load` reads and validates the configuration again (SIGHUP); `health_checks`
-    gives /healthz's checks for a configuration. `notify` gets the
-    service manager's state words (READY=1, RELOADING=1, STOPPING=1) and `watchdog`
-    is called at least once a second while the supervisor is alive.
+    gives /healthz's checks for a configuration. `notifier` tells systemd READY,
+    RELOADING and STOPPING, and pings its watchdog from the supervisor's loop.
     """
 
     def __init__(
@@ -129,15 +131,16 @@ class Supervisor:
         config: Config,
         load: Callable[[], Config],
         *,
-        notify: Callable[[str], None] = lambda state: None,
-        watchdog: Callable[[], None] = lambda: None,
+        run_as: Identity | None = None,
+        notifier: Notifier | None = None,
         health_checks: Callable[[Config, Metrics], Health] = lambda config, metrics: _healthy,
         drain_timeout: float = 600.0,
     ) -> None:
         self.config = config
         self.load = load
-        self.notify = notify
-        self.watchdog = watchdog
+        self.run_as = run_as  # whom the workers become once they have the sockets
+        self.notifier = notifier
+        self.last_ping = 0.0
         self.drain_timeout = drain_timeout
         self.sockets: dict[HostPort, socket.socket] = {}
         self.workers: list[Worker] = []
@@ -176,11 +179,27 @@ class Supervisor:
                 if not self._reap() and not self.ready_once:
                     return 1
                 self._progress()
-                self.watchdog()
+                self._watchdog()
         finally:
             self._clean_up()
         log.info("stopped")
         return 0
+
+    def _notify(self, state: str, status: str = "") -> None:
+        if self.notifier is None:
+            return
+        calls = {
+            "READY": self.notifier.ready,
+            "RELOADING": self.notifier.reloading,
+            "STOPPING": self.notifier.stopping,
+        }
+        calls[state](status)
+
+    def _watchdog(self) -> None:
+        interval = self.notifier and self.notifier.watchdog_interval
+        if self.notifier is not None and interval and time.monotonic() - self.last_ping >= interval:
+            self.notifier.watchdog()
+            self.last_ping = time.monotonic()
 
     def _timeout(self) -> float:
         if self.restarts_due:
@@ -240,7 +259,8 @@ class Supervisor:
             theirs.close()
         connection = Connection(ours.detach())
         metrics = config.metrics.address is not None
-        connection.send(WorkerStart(config, listeners, self.board.fd, slot, metrics))
+        start = WorkerStart(config, listeners, self.board.fd, slot, metrics, self.run_as)
+        connection.send(start)
         worker = Worker(process, connection, generation, slot, time.monotonic())
         self.workers.append(worker)
         self.selector.register(
@@ -326,7 +346,8 @@ class Supervisor:
             self.config.next_hop.address,
             scanners or "none",
         )
-        self.notify("READY=1")
+        next_hop = self.config.next_hop.address
+        self._notify("READY", f"accepting mail; next hop {next_hop}; scanners: {scanners}")
 
     # --- reload -----------------------------------------------------------------
 
@@ -335,7 +356,7 @@ class Supervisor:
             log.warning("SIGHUP ignored: not serving yet, or stopping")
             return
         log.info("reloading the configuration")
-        self.notify("RELOADING=1")
+        self._notify("RELOADING")
         try:
             config = self.load()
         except ConfigError as error:
@@ -388,7 +409,7 @@ class Supervisor:
     def _reloaded(self, ok: bool) -> None:
         """The end of a reload that changed nothing."""
         self.own_metrics.reloaded(ok)
-        self.notify("READY=1")
+        self._notify("READY")
 
     def _abort_reload(self, why: str) -> None:
         assert self.reload is not None
@@ -415,7 +436,7 @@ class Supervisor:
         if self.stopping_since is not None:
             return
         self.stopping_since = time.monotonic()
-        self.notify("STOPPING=1")
+        self._notify("STOPPING", "finishing messages in progress")
         log.info("stopping: finishing messages in progress")
         self.restarts_due.clear()
         for worker in self.workers:
@@ -444,6 +465,8 @@ class Supervisor:
 
         runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
         self.metrics_dir = tempfile.mkdtemp(prefix="contentfilter-metrics-", dir=runtime)
+        if self.run_as is not None:  # the workers write there after dropping privileges
+            os.chown(self.metrics_dir, self.run_as.uid, self.run_as.gid)
         self.worker_environment = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.metrics_dir)
         self.own_metrics = Metrics(__version__, self._config_hash())
         self._update_metrics()

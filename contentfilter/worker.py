@@ -51,7 +51,7 @@ def main(argv: Sequence[str]) -> int:
 
 async def run(start: WorkerStart, control: Connection) -> None:
     """Serve until SIGTERM (drain) or RETIRE (let the sessions end)."""
-    from contentfilter import cli, events
+    from contentfilter import cli, events, privileges
     from contentfilter.relay import NextHop
     from contentfilter.server import Server, SessionCounter
     from contentfilter.sessionboard import SessionBoard
@@ -65,8 +65,12 @@ async def run(start: WorkerStart, control: Connection) -> None:
     sessions = SessionCounter(config.server.max_sessions, board, start.slot)
     server = Server(config, pipeline, sessions)
     tasks = _count_metrics(config, pipeline, sessions, next_hop) if start.metrics else set()
+    privileges.drop(start.run_as)  # the supervisor bound the sockets; no mail read yet
+    if start.run_as is not None:
+        log.info("worker %d running as %s", os.getpid(), privileges.current())
     if pipeline.decoder is not None:
-        await pipeline.decoder.start()
+        await pipeline.decoder.start()  # as the user: the decoder processes too
+    await cli.check_quarantine(pipeline)  # as the user: the files it makes are the user's
     await server.start(sockets)
     stop, retire = asyncio.Event(), asyncio.Event()
     _listen_for_orders(control, stop, retire)
