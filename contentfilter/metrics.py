@@ -342,8 +342,9 @@ class CollectedMetrics:
 
     The workers count into files in `directory` (prometheus-client's multiprocess
     mode); the supervisor adds what only it knows, from `own` (its in-process
-    Metrics): the reloads and the loaded configuration, and the scanners' state as
-    its /healthz probes found it (newer there than the workers' samples it replaces).
+    Metrics): the reloads and the loaded configuration, and, once its /healthz has
+    run the checks (`probed`), the scanners' and the quarantine's state as found
+    there (replacing the workers' samples of the same name and labels).
     """
 
     OWN = ("contentfilter_config_reloads", "contentfilter_build")
@@ -352,24 +353,36 @@ class CollectedMetrics:
         "contentfilter_clamd_signatures_age_seconds",
         "contentfilter_clamd_version_info",
     )
+    PROBED_GAUGES = "contentfilter_quarantine_"  # the store's state: every such gauge
 
     def __init__(self, directory: str, own: Metrics) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_Merged(directory, own.registry, (*self.OWN, *self.PROBED)))
+        self.probed = False
+        self.registry.register(_Merged(directory, own.registry, self._mine))
+
+    def _mine(self, family: Metric) -> bool:
+        if family.name in self.OWN:
+            return True
+        if not self.probed:
+            return False
+        gauge = family.type == "gauge" and family.name.startswith(self.PROBED_GAUGES)
+        return gauge or family.name in self.PROBED
 
 
 class _Merged(Collector):
     """The workers' families, with some of another registry's merged in: a sample of
     the other registry replaces the workers' with the same name and labels."""
 
-    def __init__(self, directory: str, own: CollectorRegistry, names: Iterable[str]) -> None:
+    def __init__(
+        self, directory: str, own: CollectorRegistry, mine: Callable[[Metric], bool]
+    ) -> None:
         self.workers = multiprocess.MultiProcessCollector(None, path=directory)  # type: ignore[no-untyped-call]
         self.own = own
-        self.names = set(names)
+        self.mine = mine
 
     def collect(self) -> Iterable[Metric]:
         every = {f.name: f for f in self.own.collect()}
-        own = {name: f for name, f in every.items() if name in self.names and f.samples}
+        own = {name: f for name, f in every.items() if self.mine(f) and f.samples}
         families = []
         for family in self.workers.collect():  # type: ignore[no-untyped-call]
             every.pop(family.name, None)

@@ -40,7 +40,7 @@ from multiprocessing.connection import Connection
 from contentfilter.addresses import HostPort
 from contentfilter.config import Config
 from contentfilter.errors import ConfigError
-from contentfilter.metrics import Health, Metrics, MetricsServer
+from contentfilter.metrics import CollectedMetrics, Health, Metrics, MetricsServer
 from contentfilter.privileges import Identity
 from contentfilter.sdnotify import Notifier
 from contentfilter.sessionboard import SLOTS, SessionBoard
@@ -157,6 +157,7 @@ class Supervisor:
         self.exporter: MetricsServer | None = None
         self.exporter_address: HostPort | None = None
         self.health_checks = health_checks
+        self.collected: CollectedMetrics | None = None
         self.worker_environment = dict(os.environ)
         self.ready_once = False
 
@@ -479,8 +480,6 @@ class Supervisor:
 
     def _update_metrics(self) -> None:
         """Serve /metrics where the configuration says (again, after a reload)."""
-        from contentfilter.metrics import CollectedMetrics
-
         self.checks = self.health_checks(self.config, self.own_metrics)
         address = self.config.metrics.address
         if self.exporter is not None and self.exporter_address == address:
@@ -491,14 +490,16 @@ class Supervisor:
         self.exporter_address = address
         if address is None:
             return
-        collected = CollectedMetrics(self.metrics_dir, self.own_metrics)
-        self.exporter = MetricsServer(collected, address.host, address.port, self._health)
+        self.collected = CollectedMetrics(self.metrics_dir, self.own_metrics)
+        self.exporter = MetricsServer(self.collected, address.host, address.port, self._health)
         self.exporter.start()
         log.info("metrics on http://%s/metrics", address)
 
     def _health(self) -> tuple[bool, dict[str, object]]:
         """`/healthz`: the checks of `status`, and at least one worker accepting mail."""
         ok, body = self.checks()
+        if self.collected is not None:
+            self.collected.probed = True  # the checks updated our own scanner gauges
         if not any(w.state == "ready" for w in self.workers):
             broken = [*_strings(body.get("broken")), "no worker accepts mail"]
             ok, body = False, {**body, "status": "down", "broken": broken}
