@@ -609,12 +609,18 @@ class Server:
         """
         for server in self.servers:
             server.close()
-        # a connection accepted just now starts its session (and counts) a few loop
-        # turns later
-        await asyncio.sleep(0.1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
-            async with asyncio.timeout(timeout):
-                await self.sessions.idle.wait()
+            # A connection accepted just before the close starts its session (and
+            # counts) a few loop turns later: idle twice, a pause apart, is idle.
+            while True:
+                await asyncio.sleep(0.5)
+                async with asyncio.timeout_at(deadline):
+                    await self.sessions.idle.wait()
+                await asyncio.sleep(0.5)
+                if self.sessions.idle.is_set():
+                    break
         except TimeoutError:
             log.warning("%d session(s) still open after %gs", self.sessions.active, timeout)
         await self.drain(timeout)
