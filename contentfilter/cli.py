@@ -247,7 +247,13 @@ def build_pipeline(
     if looks_at_parts:
         decoder = DecoderPool(replace(config.decoder, workers=1) if one_shot else config.decoder)
     store = open_store(config.quarantine) if keep and config.quarantine.enabled else None
-    return Pipeline(config, built, next_hop, cache, decoder=decoder, quarantine=store)
+    pipeline = Pipeline(config, built, next_hop, cache, decoder=decoder, quarantine=store)
+    if store is not None:
+        from contentfilter.quarantine.notify import AtOnce
+
+        if AtOnce.wanted(config):
+            pipeline.on_kept = AtOnce(config, store, next_hop, lambda: pipeline.metrics)
+    return pipeline
 
 
 async def close_pipeline(pipeline: Pipeline) -> None:
@@ -255,6 +261,8 @@ async def close_pipeline(pipeline: Pipeline) -> None:
         await scanner.close()
     if pipeline.decoder is not None:
         await asyncio.to_thread(pipeline.decoder.close)
+    if pipeline.on_kept is not None and hasattr(pipeline.on_kept, "close"):
+        await pipeline.on_kept.close()
     if pipeline.quarantine is not None:
         await pipeline.quarantine.close()
 

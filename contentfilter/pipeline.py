@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
@@ -41,7 +41,7 @@ from contentfilter.model import (
     ScanResult,
     Verdict,
 )
-from contentfilter.quarantine import QuarantineStore, keep
+from contentfilter.quarantine import Entry, QuarantineStore, keep
 from contentfilter.relay import Delivery, RecipientResult
 
 if TYPE_CHECKING:  # prometheus_client is loaded only where metrics are served
@@ -83,6 +83,8 @@ class Pipeline:
     event_log: events.EventLog = field(default_factory=events.EventLog)
     metrics: Metrics | None = None
     quarantine: QuarantineStore | None = None  # None: nothing is kept (scan, tests)
+    # Called once a message is kept, before the answer (the notices sent at once).
+    on_kept: Callable[[Entry], Awaitable[None]] | None = None
 
     # --- scanning ----------------------------------------------------------------------
 
@@ -365,7 +367,19 @@ class Pipeline:
             return keep.unmark(verdicts, message.mail_id)
         if self.metrics is not None:
             self.metrics.quarantined(entry.category, message.size)
+        await self._notify(message, entry)
         return verdicts
+
+    async def _notify(self, message: Message, entry: Entry) -> None:
+        """Tell whoever is told at once (`on_kept`); a notice never changes what happens
+        to the message."""
+        if self.on_kept is None:
+            return
+        try:
+            await self.on_kept(entry)
+        except Exception as error:
+            self.faults.record("notices", error, message.log_id)
+            log.warning("(%s) quarantine notices not sent: %s", message.log_id, error)
 
     async def _act(
         self, message: Message, verdicts: tuple[Verdict, ...], lmtp: bool

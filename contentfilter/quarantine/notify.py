@@ -1,7 +1,9 @@
 """Notices about quarantined mail: to admins (viruses, banned files) and to recipients,
 at once or as a digest, with signed single-use links.
 
-`contentfilter quarantine digest` (cron or the shipped systemd timer) calls `run`. Every
+The filter calls `at_once` (through `AtOnce`) when it keeps a message: admin notices
+and `immediate` recipient notices. `contentfilter quarantine digest` (cron or the
+shipped systemd timer) calls `run` for the rest and for what failed. Every
 item is sent once: it is claimed in the store (`notice:...`) before sending, and given
 back (`unclaim`) when the next hop did not take the notice, so the next run sends it
 again. A notice is never dropped silently: a failure is logged and retried; only a
@@ -17,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import string
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -36,6 +38,7 @@ from contentfilter.quarantine.notice_settings import FREQUENCY_SECONDS
 
 if TYPE_CHECKING:
     from contentfilter.metrics import Metrics
+    from contentfilter.relay import NextHop
 
 log = logging.getLogger("contentfilter.quarantine")
 
@@ -104,6 +107,83 @@ async def run(
     for recipient, items in by_recipient.items():
         await _recipient(config, store, deliverer, recipient, items, moment, report)
     return report
+
+
+async def at_once(
+    config: Config,
+    store: QuarantineStore,
+    deliverer: Deliverer,
+    entry: Entry,
+    metrics: Metrics | None = None,
+) -> Report:
+    """The notices due the moment the filter kept `entry`: the admin notice and the
+    notices of recipients whose frequency is `immediate`. The same claims as `run`, so
+    the next digest run sends none of them twice and retries what failed here."""
+    moment = datetime.now(UTC)
+    report = Report(metrics=metrics)
+    await _admin_notice(config, store, deliverer, entry, report)
+    if entry.category not in config.notices.recipients.categories:
+        return report
+    settings = config.notices.recipients
+    for held in entry.recipients:
+        address = held.address.lower()
+        if (
+            held.state is State.HELD
+            and settings.frequency_for(address) == "immediate"
+            and is_local(address, config.policy.local_domains)
+        ):
+            await _recipient(config, store, deliverer, address, [entry], moment, report)
+    return report
+
+
+def due_at_once(config: Config, entry: Entry) -> bool:
+    """Whether keeping `entry` calls for a notice now (cheap: settings only)."""
+    if config.notices.admin.for_category(entry.category):
+        return True
+    if entry.category not in config.notices.recipients.categories:
+        return False
+    settings = config.notices.recipients
+    return any(settings.frequency_for(r.address) == "immediate" for r in entry.recipients)
+
+
+class AtOnce:
+    """What the filter calls once it kept a message (`Pipeline.on_kept`): `at_once`
+    through `notices.smtp`, else the filter's own next hop."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: QuarantineStore,
+        next_hop: Deliverer,
+        metrics: Callable[[], Metrics | None] = lambda: None,
+    ) -> None:
+        self.config, self.store, self.metrics = config, store, metrics
+        self._own_hop: NextHop | None = None
+        self.hop = next_hop
+        if config.notices.smtp:
+            from contentfilter.addresses import HostPort
+            from contentfilter.relay import NextHop
+
+            address = HostPort.parse(config.notices.smtp)
+            settings = replace(config.next_hop, address=address, xforward=False)
+            self.hop = self._own_hop = NextHop(settings, config.server.hostname)
+
+    @staticmethod
+    def wanted(config: Config) -> bool:
+        """Whether any notice can be due at once with these settings."""
+        admin, recipients = config.notices.admin, config.notices.recipients
+        return bool(admin.virus or admin.banned) or "immediate" in (
+            recipients.frequency,
+            *recipients.per_recipient.values(),
+        )
+
+    async def __call__(self, entry: Entry) -> None:
+        if due_at_once(self.config, entry):
+            await at_once(self.config, self.store, self.hop, entry, self.metrics())
+
+    async def close(self) -> None:
+        if self._own_hop is not None:
+            await self._own_hop.close()
 
 
 async def _recent(store: QuarantineStore, moment: datetime) -> list[Entry]:
