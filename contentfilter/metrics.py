@@ -278,7 +278,8 @@ class Metrics:
             if check.key.startswith("quarantine."):
                 self.quarantine_up.set(check.up)
                 if check.stats is not None:
-                    self.quarantine_held(check.stats)
+                    moment = datetime.now(UTC) if now is None else datetime_utc(now)
+                    self.quarantine_held(check.stats, check.stats.oldest_age(moment) or 0.0)
             if not check.scanner:
                 continue
             up[check.scanner] = up.get(check.scanner, False) or check.up

@@ -467,7 +467,11 @@ async def _stats(connection: Connection) -> Stats:
     stored = await connection.fetchval(
         "SELECT coalesce(sum(body_bytes), 0) FROM messages WHERE NOT body_removed"
     )
-    return Stats(int(messages), by_category, by_state, int(stored))
+    oldest = await connection.fetchval(
+        "SELECT min(stored) FROM messages WHERE mail_id IN"
+        " (SELECT mail_id FROM recipients WHERE state IN ('held', 'release-requested'))"
+    )
+    return Stats(int(messages), by_category, by_state, int(stored), oldest)
 
 
 async def _claim(connection: Connection, key: str, expires: datetime) -> bool:

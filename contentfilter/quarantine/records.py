@@ -119,6 +119,13 @@ class Stats:
     by_category: dict[str, int] = field(default_factory=dict)
     by_state: dict[str, int] = field(default_factory=dict)  # recipient copies per state
     bytes_stored: int = 0
+    oldest_held: datetime | None = None  # UTC: when the oldest message still held came
+
+    def oldest_age(self, now: datetime) -> float | None:
+        """Seconds since the oldest message still held (held or release requested) came."""
+        if self.oldest_held is None:
+            return None
+        return max(0.0, (now - self.oldest_held).total_seconds())
 
 
 class QuarantineStore(Protocol):

@@ -554,7 +554,13 @@ def _stats(connection: sqlite3.Connection) -> Stats:
     stored = connection.execute(
         "SELECT coalesce(sum(body_bytes), 0) FROM messages WHERE body_removed = 0"
     ).fetchone()[0]
-    return Stats(int(messages), by_category, by_state, int(stored))
+    oldest = connection.execute(
+        "SELECT min(stored) FROM messages WHERE mail_id IN"
+        " (SELECT mail_id FROM recipients WHERE state IN ('held', 'release-requested'))"
+    ).fetchone()[0]
+    return Stats(
+        int(messages), by_category, by_state, int(stored), _time(oldest) if oldest else None
+    )
 
 
 def _claim(connection: sqlite3.Connection, key: str, expires: datetime) -> bool:

@@ -131,6 +131,7 @@ def test_healthz_asks_clamd_spamd_the_quarantine_and_the_next_hop_and_says_ok(
     assert value(samples, "quarantine_items", category="virus") == 1
     assert value(samples, "quarantine_copies", state="held") == 2
     assert value(samples, "quarantine_bytes") > 0
+    assert 0 < value(samples, "quarantine_oldest_item_age_seconds") < 600  # kept just now
     assert value(samples, "scanner_up", scanner="clamav") == 1
     assert value(samples, "scanner_up", scanner="spamassassin") == 1
     versions = [

@@ -242,6 +242,25 @@ async def test_stats_count_messages_copies_and_bytes(store: QuarantineStore) -> 
     assert stats.by_category == {"banned": 1, "virus": 1}
     assert stats.by_state == {"held": 3}
     assert 0 < stats.bytes_stored < 2 * len(RAW)  # compressed
+    assert stats.oldest_held == NOW and stats.oldest_age(NOW + timedelta(hours=1)) == 3600
+
+
+async def test_the_oldest_held_message_is_the_oldest_not_yet_decided(
+    store: QuarantineStore,
+) -> None:
+    assert (await store.stats()).oldest_held is None
+    await store.put(entry("old0000001", stored=NOW - timedelta(days=3)), RAW)
+    await store.put(entry("mid0000001", stored=NOW - timedelta(days=2)), RAW)
+    await store.put(entry("new0000001", stored=NOW - timedelta(days=1)), RAW)
+    await store.transition(
+        "old0000001", "bob@example.com", frozenset({State.HELD}), State.RELEASED,
+        actor="root", via=Via.CLI,
+    )  # fmt: skip
+    await store.transition(
+        "mid0000001", "bob@example.com", frozenset({State.HELD}), State.RELEASE_REQUESTED,
+        actor="bob@example.com", via=Via.LINK,
+    )  # fmt: skip
+    assert (await store.stats()).oldest_held == NOW - timedelta(days=2)
 
 
 async def test_a_claim_is_granted_once(store: QuarantineStore) -> None:
