@@ -22,7 +22,7 @@ import asyncpg
 
 from contentfilter.errors import QuarantineError
 from contentfilter.quarantine import rows as common
-from contentfilter.quarantine.records import Entry, Query, State, Stats, Transition, Via
+from contentfilter.quarantine.records import Change, Entry, Query, State, Stats, Transition, Via
 
 T = TypeVar("T")
 if TYPE_CHECKING:
@@ -224,6 +224,11 @@ class PostgresStore:
     async def allowed_sender(self, recipient: str, sender: str) -> bool:
         return await self._run(_allowed_sender, recipient, sender)
 
+    async def recent_changes(
+        self, limit: int = 200, offset: int = 0
+    ) -> Sequence[tuple[Change, Entry]]:
+        return await self._run(_recent_changes, limit, offset)
+
     async def close(self) -> None:
         async with self._opening:
             if self._pool is not None:
@@ -335,6 +340,21 @@ async def _entries(connection: Connection, mail_ids: Sequence[str]) -> list[Entr
 async def _body(connection: Connection, mail_id: str) -> bytes | None:
     data = await connection.fetchval("SELECT body FROM messages WHERE mail_id = $1", mail_id)
     return None if data is None else bytes(data)
+
+
+async def _recent_changes(
+    connection: Connection, limit: int, offset: int
+) -> list[tuple[Change, Entry]]:
+    rows = await connection.fetch(
+        "SELECT * FROM changes ORDER BY at DESC, id DESC LIMIT $1 OFFSET $2", limit, offset
+    )
+    ids = list({row["mail_id"]: 0 for row in rows})
+    entries = {e.mail_id: e for e in await _entries(connection, ids)}
+    return [
+        (common.change_from_row(dict(row), _time), entries[row["mail_id"]])
+        for row in rows
+        if row["mail_id"] in entries
+    ]
 
 
 async def _search(connection: Connection, query: Query) -> list[Entry]:

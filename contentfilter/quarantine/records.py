@@ -208,4 +208,11 @@ class QuarantineStore(Protocol):
         """Whether `recipient` has allowed `sender` (any case)."""
         ...
 
+    async def recent_changes(
+        self, limit: int = 200, offset: int = 0
+    ) -> Sequence[tuple[Change, Entry]]:
+        """The audit trail: every change of any message, newest first, each with the
+        entry it belongs to."""
+        ...
+
     async def close(self) -> None: ...

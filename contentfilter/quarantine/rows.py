@@ -103,6 +103,19 @@ MESSAGE_COLUMNS = (
 )
 
 
+def change_from_row(row: Mapping[str, Any], read_time: Callable[[Any], datetime]) -> Change:
+    return Change(
+        at=read_time(row["at"]),
+        recipient=row["recipient"],
+        old=State(row["old"]) if row["old"] else None,
+        new=State(row["new"]),
+        actor=row["actor"],
+        via=Via(row["via"]),
+        source=row["source"],
+        note=row["note"],
+    )
+
+
 def entry_from_rows(
     message: Mapping[str, Any],
     recipients: Iterable[Mapping[str, Any]],
@@ -112,18 +125,7 @@ def entry_from_rows(
     """An Entry from its message row, recipient rows (in order) and change rows (in order)."""
     history: dict[str, list[Change]] = {}
     for row in changes:
-        history.setdefault(row["address_lower"], []).append(
-            Change(
-                at=read_time(row["at"]),
-                recipient=row["recipient"],
-                old=State(row["old"]) if row["old"] else None,
-                new=State(row["new"]),
-                actor=row["actor"],
-                via=Via(row["via"]),
-                source=row["source"],
-                note=row["note"],
-            )
-        )
+        history.setdefault(row["address_lower"], []).append(change_from_row(row, read_time))
     held = tuple(
         HeldRecipient(
             address=row["address"],

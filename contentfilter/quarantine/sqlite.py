@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from contentfilter.errors import DISK_FULL, QuarantineError
 from contentfilter.quarantine import rows as common
-from contentfilter.quarantine.records import Entry, Query, State, Stats, Transition, Via
+from contentfilter.quarantine.records import Change, Entry, Query, State, Stats, Transition, Via
 
 T = TypeVar("T")
 
@@ -317,6 +317,11 @@ class SqliteStore:
     async def allowed_sender(self, recipient: str, sender: str) -> bool:
         return await self._run(_allowed_sender, recipient, sender)
 
+    async def recent_changes(
+        self, limit: int = 200, offset: int = 0
+    ) -> Sequence[tuple[Change, Entry]]:
+        return await self._run(_recent_changes, limit, offset)
+
     async def close(self) -> None:
         if self._connection is not None:
             connection, self._connection = self._connection, None
@@ -426,6 +431,20 @@ def _entries(connection: sqlite3.Connection, mail_ids: Sequence[str]) -> list[En
         )
         for mail_id in mail_ids
         if mail_id in messages
+    ]
+
+
+def _recent_changes(
+    connection: sqlite3.Connection, limit: int, offset: int
+) -> list[tuple[Change, Entry]]:
+    rows = connection.execute(
+        "SELECT * FROM changes ORDER BY at DESC, id DESC LIMIT ? OFFSET ?", (limit, offset)
+    ).fetchall()
+    entries = {e.mail_id: e for e in _entries(connection, list({r["mail_id"]: 0 for r in rows}))}
+    return [
+        (common.change_from_row(row, _time), entries[row["mail_id"]])
+        for row in rows
+        if row["mail_id"] in entries
     ]
 
 

@@ -142,15 +142,25 @@ async def requests(request: Request) -> Response:
     return render(request, "requests.html", title="Release requests", entries=entries)
 
 
+AUDIT_PAGE = 500  # changes on the audit page (a mail_id shows all of that message's)
+
+
 async def audit(request: Request) -> Response:
-    """Every change of the newest messages (or one message), newest first."""
+    """The newest changes of any message (or every change of one message), newest first."""
     web = web_of(request)
     mail_id = request.query_params.get("mail_id", "").strip()[:100] or None
-    entries = await web.store.search(Query(mail_id=mail_id, limit=200))
-    changes: list[tuple[Change, Entry]] = [
-        (change, entry) for entry in entries for copy in entry.recipients for change in copy.history
-    ]
-    changes.sort(key=lambda item: item[0].at, reverse=True)
+    changes: list[tuple[Change, Entry]]
+    if mail_id is None:
+        changes = list(await web.store.recent_changes(limit=AUDIT_PAGE))
+    else:
+        entries = await web.store.search(Query(mail_id=mail_id, limit=1))
+        changes = [
+            (change, entry)
+            for entry in entries
+            for copy in entry.recipients
+            for change in copy.history
+        ]
+        changes.sort(key=lambda item: item[0].at, reverse=True)
     return render(request, "audit.html", title="Audit trail", changes=changes, mail_id=mail_id)
 
 

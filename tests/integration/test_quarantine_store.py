@@ -364,3 +364,25 @@ async def test_sqlite_several_processes_write_at_once(tmp_path: Path) -> None:
         assert not await store.claim("shared:5", NOW)  # one of the four got it
     finally:
         await store.close()
+
+
+async def test_the_audit_trail_lists_every_change_newest_first(store: QuarantineStore) -> None:
+    for n in range(3):
+        await store.put(entry(f"aud000000{n}", stored=NOW - timedelta(days=n)), RAW)
+    await store.transition(
+        "aud0000002", "bob@example.com", frozenset({State.HELD}), State.RELEASED,
+        actor="alice", via=Via.WEB, source="192.0.2.7",
+    )  # fmt: skip
+    trail = await store.recent_changes(limit=10)
+    newest, newest_entry = trail[0]
+    # the oldest message, changed last
+    assert (newest.new, newest.actor, newest_entry.mail_id) == (
+        State.RELEASED,
+        "alice",
+        "aud0000002",
+    )
+    assert newest.source == "192.0.2.7" and newest_entry.subject == "hello"
+    assert len(trail) == 4  # three creations and the release
+    assert [e.mail_id for _, e in await store.recent_changes(limit=2, offset=3)] == [
+        trail[3][1].mail_id
+    ]

@@ -418,6 +418,9 @@ def test_admin_logs_in_searches_releases_for_one_recipient_and_sees_the_audit(
     assert any(ADMIN in line and "web" in line for line in lines), audit
     assert any(ALICE in line and "link" in line for line in audit.splitlines()), audit
     _shot(browser, "admin-audit")
+    browser.get(site.base + "/admin/audit")  # every message's changes, newest first
+    everything = browser.find_element("id", "audit").text.splitlines()
+    assert any(BOB in line and "released" in line and ADMIN in line for line in everything)
     browser.get(site.base + "/admin/requests")
     assert site.ids["eicar"] in browser.page_source
     _shot(browser, "admin-requests")
