@@ -171,9 +171,11 @@ def findings(results: Sequence[ScanResult]) -> tuple[str, ...]:
     for result in results:
         for finding in result.findings:
             lines.append(f"{result.scanner}: {finding.category.log_name}: {finding.detail}")
-        if result.spam is not None:
-            tests = ", ".join(f"{name}={score:g}" for name, score in result.spam.tests)
-            lines.append(f"{result.scanner}: score {result.spam.score:g} [{tests}]")
+        spam = result.spam
+        if spam is not None:
+            score = headers.format_score
+            tests = ", ".join(f"{name}={score(value)}" for name, value in spam.tests)
+            lines.append(f"{result.scanner}: score {score(spam.score)} [{tests}]")
         if result.skipped:
             lines.append(f"{result.scanner}: skipped ({result.skipped})")
     return tuple(_displayable(line) for line in lines)

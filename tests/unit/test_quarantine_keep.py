@@ -187,3 +187,9 @@ async def test_a_store_failure_tempfails_or_goes_on_unkept(tmp_path: Path) -> No
     (discarded,) = outcome.dispositions
     assert discarded.action is Action.DISCARDED and discarded.quarantine_id is None
     assert "quarantine" not in discarded.reply.text
+
+
+def test_findings_write_scores_as_amavisd_new_does() -> None:
+    spam = SpamReport(1000.0, 5.0, (("GTUBE", 1000.0), ("NO_RELAYS", -0.0), ("X", -0.0004)))
+    lines = keep.findings([ScanResult("spamassassin", spam=spam)])
+    assert lines == ("spamassassin: score 1000 [GTUBE=1000, NO_RELAYS=0, X=0]",)
