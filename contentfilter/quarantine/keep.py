@@ -174,7 +174,9 @@ def findings(results: Sequence[ScanResult]) -> tuple[str, ...]:
         spam = result.spam
         if spam is not None:
             score = headers.format_score
-            tests = ", ".join(f"{name}={score(value)}" for name, value in spam.tests)
+            tests = ", ".join(  # a rule's score is None when spamd was not asked for it
+                name if value is None else f"{name}={score(value)}" for name, value in spam.tests
+            )
             lines.append(f"{result.scanner}: score {score(spam.score)} [{tests}]")
         if result.skipped:
             lines.append(f"{result.scanner}: skipped ({result.skipped})")

@@ -193,3 +193,9 @@ def test_findings_write_scores_as_amavisd_new_does() -> None:
     spam = SpamReport(1000.0, 5.0, (("GTUBE", 1000.0), ("NO_RELAYS", -0.0), ("X", -0.0004)))
     lines = keep.findings([ScanResult("spamassassin", spam=spam)])
     assert lines == ("spamassassin: score 1000 [GTUBE=1000, NO_RELAYS=0, X=0]",)
+
+
+def test_findings_name_rules_whose_scores_spamd_did_not_give() -> None:
+    spam = SpamReport(1000.0, 5.0, (("GTUBE", None), ("NO_RELAYS", None)))
+    lines = keep.findings([ScanResult("spamassassin", spam=spam)])
+    assert lines == ("spamassassin: score 1000 [GTUBE, NO_RELAYS]",)
