@@ -12,7 +12,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from tests.support.net import (
     closed_port,
     free_port,
     smtp_greeting,
+    stop_process,
     wait_until,
 )
 from tests.support.postfix import Postfix, start_postfix
@@ -56,18 +56,6 @@ __all__ = [
 ]
 
 CLAMAV_TEST_FILE = Path("/usr/share/clamav-testfiles/clam.exe")
-
-
-def _stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """SIGTERM, wait, SIGKILL if it does not go."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout)
 
 
 def _require(program: str) -> str:
@@ -157,7 +145,7 @@ def start_clamd(workdir: Path, timeout: float = 120.0) -> Iterator[Clamd]:
         wait_until(clamd.ping, "clamd", timeout, process, workdir / "clamd.stderr")
         yield clamd
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 # --- spamd -------------------------------------------------------------------------
@@ -210,7 +198,7 @@ def start_spamd(workdir: Path, timeout: float = 120.0) -> Iterator[Spamd]:
         wait_until(spamd.ping, "spamd", timeout, process, log_path)
         yield spamd
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 # --- the filter ---------------------------------------------------------------------
@@ -245,7 +233,7 @@ class FilterProcess:
 
     def stop(self) -> int:
         """SIGTERM and wait; the exit status."""
-        _stop(self.process)
+        stop_process(self.process)
         return self.process.returncode
 
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.net import free_port, wait_until
+from tests.support.net import free_port, stop_process, wait_until
 
 DOVECOT = "/usr/sbin/dovecot"
 
@@ -84,10 +84,5 @@ def start_dovecot(users: dict[str, str]) -> Iterator[Dovecot]:
         wait_until(greets, "dovecot", 30, process, directory / "stderr.log")
         yield Dovecot(port, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         shutil.rmtree(directory, ignore_errors=True)

@@ -16,7 +16,7 @@ from email.message import Message
 from pathlib import Path
 
 from tests.support.daemons import filter_command
-from tests.support.net import free_port, wait_until
+from tests.support.net import free_port, stop_process, wait_until
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -57,12 +57,7 @@ def start_web(
         wait_until(answers, "contentfilter web", 30, process, log)
         yield WebProcess(base, process, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @dataclass
