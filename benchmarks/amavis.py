@@ -24,15 +24,13 @@ amavisd runs in the foreground as root and drops to $daemon_user 'amavis'.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.net import free_port, smtp_greeting, wait_until
+from tests.support.net import free_port, smtp_greeting, stop_group, wait_until
 
 DEBIAN_CONF = Path("/etc/amavis/conf.d")
 DAEMON_USER = "amavis"
@@ -182,17 +180,4 @@ def start_amavis(
         )
         yield amavis
     finally:
-        _stop_group(process)
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    """amavisd forks its children in its own session: end that whole group."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+        stop_group(process)  # its forked helpers too

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.net import free_port, smtp_greeting, wait_until
+from tests.support.net import free_port, smtp_greeting, stop_process, wait_until
 
 CLAMSMTPD = Path("/usr/sbin/clamsmtpd")
 MAX_CONNECTIONS = 64  # clamsmtpd's default; above every concurrency of the run
@@ -83,9 +83,4 @@ def start_clamsmtp(
         )
         yield ClamSmtp(port, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process)

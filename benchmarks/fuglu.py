@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.net import free_port, smtp_greeting, wait_until
+from tests.support.net import free_port, smtp_greeting, stop_group, wait_until
 
 VERSION = "1.7.0"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "contentfilter-bench"
@@ -196,17 +195,4 @@ def start_fuglu(workdir: Path, settings: FugluSettings, timeout: float = 120.0) 
         )
         yield fuglu
     finally:
-        _stop_group(process)
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    """fuglu has helper processes (its log process): end the whole group."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+        stop_group(process)  # its forked helpers too
