@@ -394,19 +394,23 @@ def filters_for_mode(bench: Bench, daemons: Daemons, mode: str) -> Iterator[Mode
     with contextlib.ExitStack() as stack:
         if "contentfilter" in args.filters:
             config = CONTENTFILTER_CONFIG[mode]
+            # the product's default, one worker per core (start_filter's is one worker)
+            default: tuple[str, ...] = (
+                ("--workers", str(os.cpu_count() or 1)) if bench.workers_supported else ()
+            )
             # (name, extra serve arguments, config, driven by smtp-source)
             variants: list[tuple[str, tuple[str, ...], str, bool]] = [
-                ("contentfilter", (), config, False)
+                ("contentfilter", default, config, False)
             ]
             if mode == "c" and args.symbols_variant:
-                variants.append(("contentfilter-symbols", (), SYMBOLS, False))
+                variants.append(("contentfilter-symbols", default, SYMBOLS, False))
             if mode == "a" and bench.workers_supported:
                 variants += [
                     (f"contentfilter-w{n}", ("--workers", str(n)), config, False)
                     for n in WORKER_COUNTS
                 ]
             if args.source:
-                variants.append(("contentfilter", (), config + NO_CACHE, True))
+                variants.append(("contentfilter", default, config + NO_CACHE, True))
             for name, extra, text, for_source in variants:
                 handle = start_filter(
                     bench.workdir / f"contentfilter-{mode}-{name}{'-source' * for_source}",
