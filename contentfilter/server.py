@@ -581,6 +581,7 @@ class Server:
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting, then wait for messages in progress to get their reply."""
+        await self._stop_accepting(asyncio.get_running_loop())
         for server in self.servers:
             server.close()
         await self._wait_idle(timeout)
@@ -600,6 +601,17 @@ class Server:
             for task in pending:
                 task.cancel()
 
+    async def _stop_accepting(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop taking connections off the listening sockets, then let the ones already
+        taken become sessions before the servers close: asyncio (3.11) drops, without
+        a word, a connection it accepted when its server closes before the connection's
+        transport is made, and the client sees it closed before the greeting."""
+        for server in self.servers:
+            for sock in server.sockets:
+                loop.remove_reader(sock.fileno())
+        for _ in range(3):  # accepted connections get their transports a turn later
+            await asyncio.sleep(0)
+
     async def retire(self, timeout: float) -> None:
         """Stop accepting, then let every open session end as its client ends it.
 
@@ -607,9 +619,10 @@ class Server:
         workers, so a client sees neither a refused connection nor a 421; a session
         still open after `timeout` is cut as by `drain`.
         """
+        loop = asyncio.get_running_loop()
+        await self._stop_accepting(loop)
         for server in self.servers:
             server.close()
-        loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
             # A connection accepted just before the close starts its session (and
