@@ -154,7 +154,13 @@ class Bench:
     # --- one measured point ---------------------------------------------------
 
     def measure(
-        self, daemons: Daemons, target: Target, mode: str, mix: str, concurrency: int
+        self,
+        daemons: Daemons,
+        target: Target,
+        mode: str,
+        mix: str,
+        concurrency: int,
+        round_: int = 1,
     ) -> dict[str, Any]:
         args = self.args
         warmup = args.warmup if args.warmup is not None else 2 * concurrency
@@ -174,6 +180,7 @@ class Bench:
             "mode": mode,
             "mix": mix,
             "concurrency": concurrency,
+            "round": round_,
         }
         point |= stats.summarise(result)
         point |= _resources(before, after, sampler, sink, point["sent"])
@@ -475,12 +482,14 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], Bench]
         spamd_target = Target("spamd", spamd.address, spamd.process.pid, protocol="spamd")
         for mode in args.modes:
             with filters_for_mode(bench, daemons, mode) as targets:
+                rounds = args.rounds if mode == "c" else 1
                 for mix in args.mixes:
                     for concurrency in args.concurrency:
-                        for target in targets.loadgen:
-                            bench.measure(daemons, target, mode, mix, concurrency)
-                        if mode == "c" and args.spamd_alone:
-                            bench.measure(daemons, spamd_target, mode, mix, concurrency)
+                        for round_ in range(1, rounds + 1):  # interleaved: ABC ABC
+                            for target in targets.loadgen:
+                                bench.measure(daemons, target, mode, mix, concurrency, round_)
+                            if mode == "c" and args.spamd_alone:
+                                bench.measure(daemons, spamd_target, mode, mix, concurrency, round_)
                 if mode in args.source_modes:
                     for mix in args.source_mixes:
                         for concurrency in args.concurrency:
@@ -561,6 +570,7 @@ def describe(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "concurrency": args.concurrency,
             "count": args.count,
             "duration": args.duration,
+            "rounds": args.rounds,
             "filters": args.filters,
             "amavis_spam": args.amavis_spam,
             "amavis_max_servers": args.amavis_max_servers or "Debian default (2)",
@@ -656,6 +666,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=int,
         default=500 * 1024,
         help="spamd alone: larger messages skip spamd, as spamc -s does (default 512000)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="mode c: measure each load-generator point this many times, the filters in"
+        " turn within each round (ABC ABC), and report the median of each figure:"
+        " spamd's cost per message drifts between points (default 1)",
     )
     parser.add_argument(
         "--no-symbols-variant",

@@ -424,8 +424,67 @@ def targets(points: list[dict[str, Any]], extras: Sequence[dict[str, Any]] = ())
     return results
 
 
+def _point_key(point: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(point.get(k) for k in ("filter", "driver", "mode", "mix", "concurrency"))
+
+
+def merge_rounds(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One point per filter and point of the grid: a point measured in several rounds
+    becomes the median of each number; nested figures (replies, kinds) are those of
+    the round with the median throughput."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for point in points:
+        groups.setdefault(_point_key(point), []).append(point)
+    merged = []
+    for group in groups.values():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        ordered = sorted(group, key=lambda p: float(p["msgs_per_s"]))
+        point = dict(ordered[(len(ordered) - 1) // 2])
+        for key, value in point.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "round":
+                values = sorted(
+                    float(p[key]) for p in group if isinstance(p.get(key), (int, float))
+                )
+                middle = len(values) // 2
+                median = (
+                    values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+                )
+                point[key] = round(median, 2) if isinstance(value, float) else round(median)
+        point["rounds"] = [float(p["msgs_per_s"]) for p in group]
+        merged.append(point)
+    return merged
+
+
+def rounds_table(points: list[dict[str, Any]]) -> list[str]:
+    """Each round's msg/s of the points measured more than once, to show the spread."""
+    rows = []
+    for point in points:
+        if "rounds" not in point:
+            continue
+        rounds = point["rounds"]
+        spread = (max(rounds) - min(rounds)) / point["msgs_per_s"] if point["msgs_per_s"] else 0
+        rows.append(
+            [
+                point["mode"],
+                point["mix"],
+                str(point["concurrency"]),
+                point["filter"],
+                " / ".join(_fmt(r) for r in rounds),
+                _fmt(point["msgs_per_s"]),
+                f"{100 * spread:.0f}%",
+            ]
+        )
+    if not rows:
+        return []
+    header = ["mode", "mix", "c", "target", "msg/s per round", "median", "spread"]
+    return _table(header, rows)
+
+
 def render(data: dict[str, Any]) -> str:
-    meta, points, extras = data["meta"], data["points"], data["extras"]
+    meta, extras = data["meta"], data["extras"]
+    points = merge_rounds(data["points"])
     workers_note = (
         "measured (mode a)"
         if meta.get("workers_supported")
@@ -450,6 +509,8 @@ def render(data: dict[str, Any]) -> str:
         f" {settings.get('source_count')} messages (mode c: {settings.get('source_count_spam')})"
         " per point, a connection per message, contentfilter's cache off",
         f"- serve --workers: {workers_note}",
+        f"- rounds per mode c point: {settings.get('rounds', 1)} (medians; the filters in"
+        " turn within each round)",
         f"- finished: {meta.get('finished', '?')}",
         "",
         "### Targets",
@@ -470,6 +531,9 @@ def render(data: dict[str, Any]) -> str:
     workers = worker_table(points)
     if workers:
         lines += ["### contentfilter serve --workers (mode a)", "", *workers, ""]
+    rounds = rounds_table(points)
+    if rounds:
+        lines += ["### Rounds (the spread behind the medians)", "", *rounds, ""]
     lines += ["### Resources per point", ""]
     lines += resource_table(points)
     lines += ["", "### Latency by message kind in the blend", ""]
