@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 
 from contentfilter.addresses import HostPort
@@ -72,6 +72,14 @@ class WorkerStart:
 def worker_count(setting: int | None) -> int:
     """`server.workers`: None means one per core."""
     return (os.cpu_count() or 1) if setting is None else setting
+
+
+def worker_config(config: Config) -> Config:
+    """A worker's share of the configuration: `decoder.workers` is the number of decoder
+    processes of the whole filter, split over the workers (at least one each)."""
+    workers = max(1, worker_count(config.server.workers))
+    share = max(1, -(-config.decoder.workers // workers))
+    return replace(config, decoder=replace(config.decoder, workers=share))
 
 
 def exit_reason(code: int) -> str:
@@ -260,7 +268,9 @@ class Supervisor:
             theirs.close()
         connection = Connection(ours.detach())
         metrics = config.metrics.address is not None
-        start = WorkerStart(config, listeners, self.board.fd, slot, metrics, self.run_as)
+        start = WorkerStart(
+            worker_config(config), listeners, self.board.fd, slot, metrics, self.run_as
+        )
         connection.send(start)
         worker = Worker(process, connection, generation, slot, time.monotonic())
         self.workers.append(worker)

@@ -249,3 +249,37 @@ def _alive(pid: int) -> bool:
 def _host_port(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host, int(port)
+
+
+def decoder_children(worker: int) -> int:
+    """How many decoder processes a worker runs, from /proc."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rpartition(")")[2].split()[1])
+        count += parent == worker and b"contentfilter.decode.worker_main" in command
+    return count
+
+
+@pytest.mark.parametrize(("decoders", "each"), [(2, 1), (3, 2), (1, 1)])
+def test_decoder_processes_are_split_over_the_workers(
+    filter_factory: FilterFactory, sink: CaptureSink, decoders: int, each: int
+) -> None:
+    """`decoder.workers` is for the whole filter: 2 workers share it (at least one each),
+    and attachments are still found."""
+    process = filter_factory(
+        extra_args=["--workers", "2"], config_text=f"decoder: {{workers: {decoders}}}\n"
+    )
+    workers = worker_pids(process.process.pid)
+    assert len(workers) == 2
+    assert [decoder_children(pid) for pid in workers] == [each, each]
+    sample = Path(__file__).parents[2] / "samples" / "banned-exe.eml"
+    banned = sample.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    for _ in range(4):  # over both workers' decoders
+        assert "BANNED" in send(process.address, banned, ALICE, [BOB]).data
