@@ -48,7 +48,7 @@ class AmavisSettings:
 
     mode: str  # a, b or c
     sink_port: int
-    clamd_port: int
+    clamd: str  # clamd's unix socket path, or its TCP port
     spamd_port: int
     spam: str = "spamd"  # or "embedded"
     max_servers: int | None = None  # None: Debian's default (2)
@@ -89,7 +89,7 @@ def config_text(settings: AmavisSettings, home: Path, port: int) -> str:
         "$os_fingerprint_method = undef;",
         "@av_scanners_backup = ();",
         "@av_scanners = (['ClamAV-clamd', \\&ask_daemon,",
-        f"  ['{{}}/*', ['clamd:127.0.0.1:{settings.clamd_port}']],",
+        f"  ['{{}}/*', ['clamd:{_clamd_endpoint(settings.clamd)}']],",
         "  qr/\\bOK$/m, qr/\\bFOUND$/m, qr/^.*?: (?!Infected Archive)(.*) FOUND$/m ]);",
     ]
     if settings.max_servers is not None:
@@ -181,3 +181,8 @@ def start_amavis(
         yield amavis
     finally:
         stop_group(process)  # its forked helpers too
+
+
+def _clamd_endpoint(clamd: str) -> str:
+    """amavisd-new's clamd: protocol takes a socket path or host:port."""
+    return clamd if clamd.startswith("/") else f"127.0.0.1:{clamd}"

@@ -396,7 +396,11 @@ def filters_for_mode(bench: Bench, daemons: Daemons, mode: str) -> Iterator[Mode
     loadgen: list[Target] = []
     source: list[Target] = []
     sink_port = int(daemons.sink.address.rpartition(":")[2])
-    clamd_port = int(daemons.clamd_address.rpartition(":")[2])
+    # clamd as Debian ships it (a unix socket), or its TCP port: the same for everyone
+    unix = args.clamd_via == "unix"
+    clamd_port = daemons.clamd_address.rpartition(":")[2]
+    clamd_for_others = str(daemons.clamd_socket) if unix else clamd_port
+    clamd_for_us = str(daemons.clamd_socket) if unix else daemons.clamd_address
     spamd_port = int(daemons.spamd_address.rpartition(":")[2])
     with contextlib.ExitStack() as stack:
         if "contentfilter" in args.filters:
@@ -422,7 +426,7 @@ def filters_for_mode(bench: Bench, daemons: Daemons, mode: str) -> Iterator[Mode
                 handle = start_filter(
                     bench.workdir / f"contentfilter-{mode}-{name}{'-source' * for_source}",
                     next_hop=daemons.sink.address,
-                    clamd=daemons.clamd_address if mode in "bc" else "off",
+                    clamd=clamd_for_us if mode in "bc" else "off",
                     spamd=daemons.spamd_address if mode == "c" else "off",
                     config_text=text,
                     extra_args=extra,
@@ -432,7 +436,7 @@ def filters_for_mode(bench: Bench, daemons: Daemons, mode: str) -> Iterator[Mode
                 target = Target(name, handle.address, handle.process.pid)
                 (source if for_source else loadgen).append(target)
         if "fuglu" in args.filters:
-            settings = FugluSettings(mode, sink_port, clamd_port, spamd_port)
+            settings = FugluSettings(mode, sink_port, clamd_for_others, spamd_port)
             fuglu = stack.enter_context(start_fuglu(bench.workdir, settings))
             # fuglu's SMTP connector ends the session after each message
             loadgen.append(Target("fuglu", fuglu.address, fuglu.pid, max_use=1))
@@ -440,7 +444,7 @@ def filters_for_mode(bench: Bench, daemons: Daemons, mode: str) -> Iterator[Mode
             amavis_settings = AmavisSettings(
                 mode=mode,
                 sink_port=sink_port,
-                clamd_port=clamd_port,
+                clamd=clamd_for_others,
                 spamd_port=spamd_port,
                 spam=args.amavis_spam,
                 max_servers=args.amavis_max_servers,
@@ -571,6 +575,7 @@ def describe(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "count": args.count,
             "duration": args.duration,
             "rounds": args.rounds,
+            "clamd_via": args.clamd_via,
             "filters": args.filters,
             "amavis_spam": args.amavis_spam,
             "amavis_max_servers": args.amavis_max_servers or "Debian default (2)",
@@ -666,6 +671,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=int,
         default=500 * 1024,
         help="spamd alone: larger messages skip spamd, as spamc -s does (default 512000)",
+    )
+    parser.add_argument(
+        "--clamd-via",
+        choices=("unix", "tcp"),
+        default="unix",
+        help="how every filter reaches clamd: its unix socket, as Debian's clamav-daemon"
+        " ships (default), or TCP (clamsmtp always uses the socket)",
     )
     parser.add_argument(
         "--rounds",

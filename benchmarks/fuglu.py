@@ -41,7 +41,7 @@ class FugluSettings:
 
     mode: str  # a, b or c
     sink_port: int
-    clamd_port: int
+    clamd: str  # clamd's unix socket path, or its TCP port (the plugin's `port`)
     spamd_port: int
 
 
@@ -89,7 +89,7 @@ defaulthighspamaction=DUNNO
 
 [ClamavPlugin]
 host=127.0.0.1
-port={settings.clamd_port}
+port={settings.clamd}
 timeout=30
 maxsize=22000000
 problemaction=DEFER

@@ -503,7 +503,8 @@ def render(data: dict[str, Any]) -> str:
         f"- per point: {settings['count']} messages or {settings['duration']} s,"
         " whichever ends first, "
         f"after a warm-up; amavisd-new SpamAssassin: {settings['amavis_spam']}, "
-        f"$max_servers: {settings['amavis_max_servers']}",
+        f"$max_servers: {settings['amavis_max_servers']}; clamd reached by"
+        f" {'TCP' if settings.get('clamd_via') == 'tcp' else 'its unix socket'} (all filters)",
         f"- smtp-source points: modes {', '.join(settings.get('source_modes', [])) or 'none'},"
         f" bodies {', '.join(settings.get('source_mixes', []))},"
         f" {settings.get('source_count')} messages (mode c: {settings.get('source_count_spam')})"
