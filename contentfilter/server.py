@@ -21,6 +21,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from contentfilter import __version__, client_input, replies
+from contentfilter.acceptor import Acceptor, Listening
 from contentfilter.addresses import HostPort, Network
 from contentfilter.client_input import COMMAND_LINE_LIMIT, READ_PIECE, SessionReader
 from contentfilter.config import Config, Listener, ServerSettings
@@ -512,6 +513,7 @@ class Server:
         self.pipeline = pipeline
         self.handlers: list[Handler] = []
         self.servers: list[asyncio.base_events.Server] = []
+        self.acceptor: Acceptor | None = None  # on sockets shared with other workers
         self.sessions = sessions or SessionCounter(config.server.max_sessions)
 
     async def start(
@@ -521,17 +523,13 @@ class Server:
         listening `sockets` a supervisor shares between its workers; accept
         connections now, or from `accept()` on."""
         loop = asyncio.get_running_loop()
+        shared: list[Listening] = []
         for listener in self.config.server.listen:
             handler = Handler(self.config, self.pipeline, listener)
             self.handlers.append(handler)
             factory = lambda h=handler, lst=listener: self._protocol(h, lst)  # noqa: E731
-            if sockets is not None:
-                server = await loop.create_server(
-                    factory,
-                    sock=sockets[listener.address],
-                    backlog=LISTEN_BACKLOG,  # listen() again: keep the supervisor's
-                    start_serving=accepting,
-                )
+            if sockets is not None:  # listening already, with the supervisor's backlog
+                shared.append(Listening(sockets[listener.address], factory))
             else:
                 server = await loop.create_server(
                     factory,
@@ -541,13 +539,19 @@ class Server:
                     backlog=LISTEN_BACKLOG,
                     start_serving=accepting,
                 )
-            self.servers.append(server)
+                self.servers.append(server)
             log.info("listening on %s (%s)", listener.address, listener.protocol.upper())
+        if sockets is not None:
+            self.acceptor = Acceptor(shared, self.sessions.board, self.sessions.slot)
+            if accepting:
+                self.acceptor.start()
 
     async def accept(self) -> None:
         """Accept connections on listeners bound with `start(accepting=False)`."""
         for server in self.servers:
             await server.start_serving()
+        if self.acceptor is not None:
+            self.acceptor.start()
 
     async def serve_connection(self, sock: socket.socket, listener: Listener) -> None:
         """One session on a connection someone else accepted (Postfix's spawn(8)).
@@ -605,10 +609,13 @@ class Server:
         """Stop taking connections off the listening sockets, then let the ones already
         taken become sessions before the servers close: asyncio (3.11) drops, without
         a word, a connection it accepted when its server closes before the connection's
-        transport is made, and the client sees it closed before the greeting."""
+        transport is made, and the client sees it closed before the greeting. (On
+        shared sockets the Acceptor makes every transport before it returns.)"""
         for server in self.servers:
             for sock in server.sockets:
                 loop.remove_reader(sock.fileno())
+        if self.acceptor is not None:  # returns once the taken ones have their protocol
+            await self.acceptor.stop()
         for _ in range(3):  # accepted connections get their transports a turn later
             await asyncio.sleep(0)
 

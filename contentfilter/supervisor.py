@@ -1,8 +1,9 @@
 """`contentfilter serve` with workers: one supervisor, N worker processes.
 
 The supervisor binds every listener once (before any privileges are dropped) and
-starts N workers (contentfilter.worker) that accept on the same sockets; the kernel
-hands each connection to one of them. It never touches mail itself: it replaces a
+starts N workers (contentfilter.worker) that accept on the same sockets, each
+taking new connections while it holds no more than its share of the open ones
+(contentfilter.acceptor). It never touches mail itself: it replaces a
 worker that dies (and logs how it died), serves /metrics for all of them, and on
 SIGHUP reloads:
 
@@ -247,7 +248,7 @@ class Supervisor:
 
     def _spawn(self, config: Config, generation: int) -> None:
         slot = self.free_slots.pop()
-        self.board.set(slot, 0)
+        self.board.clear(slot)
         ours, theirs = socket.socketpair()
         listeners = tuple(
             (listener.address, self.sockets[listener.address].fileno())
@@ -299,7 +300,7 @@ class Supervisor:
         for worker in [w for w in self.workers if w.process.poll() is not None]:
             self.workers.remove(worker)
             self._forget_connection(worker)
-            self.board.set(worker.slot, 0)
+            self.board.clear(worker.slot)
             self.free_slots.append(worker.slot)
             self._mark_dead(worker.pid)
             reason = exit_reason(worker.process.returncode)

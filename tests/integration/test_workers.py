@@ -10,15 +10,18 @@ Message-ID: nothing lost, nothing refused or reset by a reload, nothing that got
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
 import signal
+import smtplib
+import socket
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_metrics import scrape, value
-from tests.support.client import send
+from tests.support.client import host_port, send, transaction
 from tests.support.daemons import FilterFactory, FilterProcess
 from tests.support.load import Load
 from tests.support.messages import clean
@@ -83,6 +86,73 @@ def test_two_workers_serve_and_a_killed_one_is_replaced(
     for _ in range(4):
         assert send(process.address, clean(), ALICE, [BOB]).data.startswith("250 2.0.0 Ok")
     assert len(sink.wait_for(4)) == 4
+
+
+def served_by_id(reply: str) -> str:
+    """The worker PID in the id of a reply to end-of-DATA (`id=PID-NN`)."""
+    found = re.search(r"\bid=(\d+)-\d+", reply)
+    assert found, reply
+    return found[1]
+
+
+def open_session(sock: socket.socket) -> smtplib.SMTP:
+    """An SMTP client on a connection made already; returns once greeted."""
+    smtp = smtplib.SMTP(local_hostname="client.test", timeout=120)
+    smtp.sock = sock
+    code, text = smtp.getreply()
+    assert code == 220, text
+    return smtp
+
+
+def test_sessions_arriving_at_once_are_shared_evenly_by_two_workers(
+    filter_factory: FilterFactory, sink: CaptureSink
+) -> None:
+    """16 connections come in while both workers are busy (stopped here), as Postfix
+    opens its sessions in a burst: each worker takes about half of them, not the
+    one that wakes first all of them."""
+    process = filter_factory(extra_args=["--workers", "2"])
+    workers = worker_pids(process.process.pid)
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        connections = [
+            socket.create_connection(host_port(process.address), timeout=120) for _ in range(16)
+        ]
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+    sessions = [open_session(sock) for sock in connections]  # all open at once
+    served: collections.Counter[str] = collections.Counter()
+    for smtp in sessions:
+        reply = transaction(smtp, clean(), ALICE, [BOB]).data
+        assert reply.startswith("250 2.0.0 Ok"), reply
+        served[served_by_id(reply)] += 1
+    for smtp in sessions:
+        smtp.quit()
+    assert sorted(served) == sorted(str(pid) for pid in workers)
+    assert max(served.values()) <= 9, served  # no worker above 60% (9 of 16: 56%)
+    assert len(sink.wait_for(16)) == 16
+
+
+def test_a_stopped_worker_leaves_no_connection_waiting(
+    filter_factory: FilterFactory, sink: CaptureSink
+) -> None:
+    """A worker that takes no connections (stopped here; busy or hung in life): the
+    other takes them although it then holds more than its share."""
+    process = filter_factory(extra_args=["--workers", "2"])
+    stopped, running = worker_pids(process.process.pid)
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        with contextlib.ExitStack() as sessions:
+            for _ in range(6):  # each kept open: the running worker holds them all
+                sock = socket.create_connection(host_port(process.address), timeout=120)
+                smtp = sessions.enter_context(open_session(sock))
+                reply = transaction(smtp, clean(), ALICE, [BOB]).data
+                assert reply.startswith("250 2.0.0 Ok"), reply
+                assert served_by_id(reply) == str(running)
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    assert len(sink.wait_for(6)) == 6
 
 
 def test_ten_reloads_under_a_steady_stream_lose_refuse_and_repeat_nothing(

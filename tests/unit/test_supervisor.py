@@ -52,3 +52,18 @@ def test_the_board_is_shared_through_its_file_descriptor() -> None:
     board = SessionBoard()
     SessionBoard(board.fd).set(5, 7)  # another process maps the same fd
     assert board.total() == 7
+
+
+def test_a_worker_holding_more_connections_than_the_average_is_over_its_share() -> None:
+    board = SessionBoard()
+    for slot in (0, 1, 2):
+        board.accepting(slot, True)
+    board.hold(0, 3)
+    board.hold(1, 2)
+    board.hold(2, 1)
+    assert not board.within_share(0)  # 3 against an average of 2
+    assert board.within_share(1) and board.within_share(2)
+    board.accepting(2, False)  # retiring: its connections and itself no longer count
+    assert not board.within_share(0) and board.within_share(1)
+    board.clear(1)  # exited
+    assert board.within_share(0)  # alone: everything is its share
