@@ -49,13 +49,16 @@ from contentfilter.sessionboard import SLOTS, SessionBoard
 log = logging.getLogger("contentfilter.supervisor")
 
 START_TIMEOUT = 60.0  # seconds a new worker may take until it accepts mail
-RESTART_DELAY = 1.0  # seconds between replacements: a worker that dies at once does not spin
+RESTART_DELAY = 1.0  # seconds before replacing a worker that died young; doubles each time
+RESTART_DELAY_MAX = 60.0  # seconds: the longest wait for a replacement
+STEADY = 60.0  # seconds a worker lived: replaced at once, and the delay starts anew
 BIND_PATIENCE = 10.0  # seconds to wait at start for a port the last instance still holds
 TICK = 1.0  # seconds between checks (and watchdog pings) when nothing happens
 LISTEN_BACKLOG = 1024
 
 READY = "ready"  # worker -> supervisor: accepting mail
 RETIRE = "retire"  # supervisor -> worker: a reload, finish the open sessions and exit
+PROBE = "probe"  # supervisor -> worker: run the periodic scanner probes (one worker does)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class WorkerStart:
     slot: int  # this worker's place on the board
     metrics: bool  # count into the supervisor's multiprocess metrics directory
     run_as: Identity | None  # whom to become once the sockets are taken over
+    probes: bool = False  # run the periodic scanner probes (the supervisor picks one worker)
 
 
 def worker_count(setting: int | None) -> int:
@@ -110,6 +114,8 @@ class Worker:
     generation: int
     slot: int
     started: float
+    probes: bool = False  # it runs the scanner probes
+    replacement: bool = False  # for one that died
     state: str = "starting"  # starting, ready, retiring, stopping
 
     @property
@@ -158,6 +164,7 @@ class Supervisor:
         self.reload: Reload | None = None
         self.stopping_since: float | None = None
         self.restarts_due: list[float] = []
+        self.restart_delay = RESTART_DELAY  # for the next worker that dies young
         self.last_start = 0.0
         self.free_slots = list(range(SLOTS - 1, -1, -1))
         self.board = SessionBoard()
@@ -246,7 +253,7 @@ class Supervisor:
         for _ in range(worker_count(config.server.workers)):
             self._spawn(config, self.generation)
 
-    def _spawn(self, config: Config, generation: int) -> None:
+    def _spawn(self, config: Config, generation: int) -> Worker:
         slot = self.free_slots.pop()
         self.board.clear(slot)
         ours, theirs = socket.socketpair()
@@ -269,16 +276,38 @@ class Supervisor:
             theirs.close()
         connection = Connection(ours.detach())
         metrics = config.metrics.address is not None
+        probes = self._prober(generation) is None
         start = WorkerStart(
-            worker_config(config), listeners, self.board.fd, slot, metrics, self.run_as
+            worker_config(config), listeners, self.board.fd, slot, metrics, self.run_as, probes
         )
         connection.send(start)
-        worker = Worker(process, connection, generation, slot, time.monotonic())
+        worker = Worker(process, connection, generation, slot, time.monotonic(), probes)
         self.workers.append(worker)
         self.selector.register(
             connection.fileno(), selectors.EVENT_READ, lambda: self._hear(worker)
         )
         self.last_start = time.monotonic()
+        return worker
+
+    def _prober(self, generation: int) -> Worker | None:
+        """The worker of `generation` that runs the scanner probes, if one does."""
+        for worker in self.workers:
+            serving = worker.state in ("starting", "ready")
+            if worker.generation == generation and worker.probes and serving:
+                return worker
+        return None
+
+    def _hand_probes_over(self, generation: int) -> None:
+        """The worker running the probes is gone: another of its generation takes
+        them over now (else its replacement will)."""
+        if self._prober(generation) is not None:
+            return
+        for worker in self.workers:
+            if worker.generation == generation and worker.state == "ready":
+                with contextlib.suppress(OSError):  # exiting: _reap sees it
+                    worker.connection.send(PROBE)
+                    worker.probes = True
+                    return
 
     def _hear(self, worker: Worker) -> None:
         try:
@@ -288,6 +317,12 @@ class Supervisor:
             return
         if message == READY and worker.state == "starting":
             worker.state = "ready"
+            if worker.replacement:
+                log.info("worker %d accepts mail (%s)", worker.pid, self._serving())
+
+    def _serving(self) -> str:
+        serving = sum(w.state == "ready" and w.generation == self.current for w in self.workers)
+        return f"{serving} of {worker_count(self.config.server.workers)} workers accept mail"
 
     def _forget_connection(self, worker: Worker) -> None:
         if worker.connection.closed:
@@ -314,16 +349,43 @@ class Supervisor:
             if self.reload is not None and worker.generation == self.reload.generation:
                 self._abort_reload(f"a new worker {reason} before it served")
                 continue
-            log.warning("worker %d %s; starting a new one", worker.pid, reason)
-            self.restarts_due.append(max(time.monotonic(), self.last_start + RESTART_DELAY))
+            self._replace(worker, reason)
         return True
+
+    def _replace(self, worker: Worker, reason: str) -> None:
+        """Start a new worker for one that died: at once if it had served a while,
+        else after a delay that doubles with every worker in a row that dies young
+        (one that cannot start, or crashes on every message)."""
+        now = time.monotonic()
+        lived = now - worker.started
+        if lived >= STEADY:
+            self.restart_delay = RESTART_DELAY
+            self.restarts_due.append(max(now, self.last_start + RESTART_DELAY))
+            log.warning("worker %d %s; starting a new one", worker.pid, reason)
+        else:
+            delay = self.restart_delay
+            self.restart_delay = min(2 * delay, RESTART_DELAY_MAX)
+            self.restarts_due.append(now + delay)
+            young = worker.state == "starting"
+            how = "it never accepted mail" if young else f"it lived {lived:.1f}s"
+            log.log(
+                logging.ERROR if young else logging.WARNING,
+                "worker %d %s; starting a new one in %gs (%s; %s)",
+                worker.pid,
+                reason,
+                delay,
+                how,
+                self._serving(),
+            )
+        if worker.probes:
+            self._hand_probes_over(worker.generation)
 
     def _progress(self) -> None:
         now = time.monotonic()
         while self.stopping_since is None and self.restarts_due and min(self.restarts_due) <= now:
             self.restarts_due.remove(min(self.restarts_due))
             try:
-                self._spawn(self.config, self.current)
+                self._spawn(self.config, self.current).replacement = True
             except OSError as error:  # out of processes or file descriptors: try again
                 log.error("cannot start a worker: %s", error)
                 self.restarts_due.append(now + RESTART_DELAY)
@@ -410,6 +472,7 @@ class Supervisor:
                 with contextlib.suppress(OSError):  # it is exiting anyway: _reap sees it
                     worker.connection.send(RETIRE)
         self.restarts_due.clear()  # replacements for old workers are not needed now
+        self.restart_delay = RESTART_DELAY  # a new configuration: no failures yet
         wanted = {listener.address for listener in new.config.server.listen}
         self._close_listeners([a for a in self.sockets if a not in wanted])
         self.config = new.config

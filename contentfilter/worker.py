@@ -5,7 +5,8 @@ each worker as a fresh interpreter, `python -m contentfilter.worker FD`, with th
 sockets passed down (never a fork of a process with threads or an event loop).
 FD is the worker's end of a control socket: the worker gets its `WorkerStart`
 there, answers READY once it accepts mail, and may later be told RETIRE (a
-reload: stop accepting, let the open sessions end, exit). SIGTERM stops it as
+reload: stop accepting, let the open sessions end, exit) or PROBE (run the periodic
+scanner probes: one worker does, the supervisor chooses which). SIGTERM stops it as
 `serve` always stopped: no new connections, the messages in progress get their
 reply, exit. The supervisor's end closing (it died) counts as SIGTERM.
 """
@@ -19,14 +20,15 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
 from contentfilter.config import Config
-from contentfilter.supervisor import READY, RETIRE, WorkerStart
+from contentfilter.supervisor import PROBE, READY, RETIRE, WorkerStart
 
 if TYPE_CHECKING:
+    from contentfilter.metrics import Metrics
     from contentfilter.pipeline import Pipeline
     from contentfilter.relay import NextHop
     from contentfilter.server import SessionCounter
@@ -44,7 +46,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         asyncio.run(run(start, control))
     except OSError as error:
-        log.error("worker cannot start: %s", error)
+        log.error("worker %d cannot start: %s", os.getpid(), error)
         return 1
     return 0
 
@@ -64,7 +66,17 @@ async def run(start: WorkerStart, control: Connection) -> None:
     board = SessionBoard(start.board_fd)
     sessions = SessionCounter(config.server.max_sessions, board, start.slot)
     server = Server(config, pipeline, sessions)
-    tasks = _count_metrics(config, pipeline, sessions, next_hop) if start.metrics else set()
+    metrics = _count_metrics(config, pipeline, sessions, next_hop) if start.metrics else None
+    tasks: set[asyncio.Task[None]] = set()
+
+    def probe() -> None:
+        """Run the periodic scanner probes here (one worker of the filter does)."""
+        if metrics is not None and config.metrics.probe_interval and not tasks:
+            log.info("worker %d runs the scanner probes", os.getpid())
+            tasks.add(asyncio.create_task(_probe_forever(config, metrics)))
+
+    if start.probes:
+        probe()
     privileges.drop(start.run_as)  # the supervisor bound the sockets; no mail read yet
     if start.run_as is not None:
         log.info("worker %d running as %s", os.getpid(), privileges.current())
@@ -73,7 +85,7 @@ async def run(start: WorkerStart, control: Connection) -> None:
     await cli.check_quarantine(pipeline)  # as the user: the files it makes are the user's
     await server.start(sockets)
     stop, retire = asyncio.Event(), asyncio.Event()
-    _listen_for_orders(control, stop, retire)
+    _listen_for_orders(control, stop, retire, probe)
     control.send(READY)
     ended = [asyncio.create_task(e.wait()) for e in (stop, retire)]
     await asyncio.wait(ended, return_when=asyncio.FIRST_COMPLETED)
@@ -93,7 +105,9 @@ async def run(start: WorkerStart, control: Connection) -> None:
     await next_hop.close()
 
 
-def _listen_for_orders(control: Connection, stop: asyncio.Event, retire: asyncio.Event) -> None:
+def _listen_for_orders(
+    control: Connection, stop: asyncio.Event, retire: asyncio.Event, probe: Callable[[], None]
+) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -109,16 +123,17 @@ def _listen_for_orders(control: Connection, stop: asyncio.Event, retire: asyncio
             return
         if order == RETIRE:
             retire.set()
+        elif order == PROBE:
+            probe()
 
     loop.add_reader(control.fileno(), read)
 
 
 def _count_metrics(
     config: Config, pipeline: Pipeline, sessions: SessionCounter, next_hop: NextHop
-) -> set[asyncio.Task[None]]:
-    """Counters into the supervisor's PROMETHEUS_MULTIPROC_DIR (set before start);
-    the periodic scanner probes, if configured."""
-    from contentfilter import __version__, status
+) -> Metrics:
+    """Counters into the supervisor's PROMETHEUS_MULTIPROC_DIR (set before start)."""
+    from contentfilter import __version__
     from contentfilter import config as config_module
     from contentfilter.metrics import Metrics, config_hash
 
@@ -128,10 +143,13 @@ def _count_metrics(
     sessions.on_change = metrics.sessions_active.set
     sessions.on_refused = metrics.session_refused
     next_hop.on_connection = metrics.next_hop_connection
-    if not config.metrics.probe_interval:
-        return set()
-    probe = status.probe_forever(config, metrics.probed, config.metrics.probe_interval)
-    return {asyncio.create_task(probe)}
+    return metrics
+
+
+async def _probe_forever(config: Config, metrics: Metrics) -> None:
+    from contentfilter import status
+
+    await status.probe_forever(config, metrics.probed, config.metrics.probe_interval)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import collections
 import contextlib
 import os
 import re
+import shutil
 import signal
 import smtplib
 import socket
@@ -25,7 +26,7 @@ from tests.support.client import host_port, send, transaction
 from tests.support.daemons import FilterFactory, FilterProcess
 from tests.support.load import Load
 from tests.support.messages import clean
-from tests.support.net import free_port, smtp_greeting, wait_until
+from tests.support.net import HangingServer, free_port, smtp_greeting, wait_until
 from tests.support.sink import CaptureSink
 
 ALICE = "alice@sender.example"
@@ -153,6 +154,60 @@ def test_a_stopped_worker_leaves_no_connection_waiting(
     finally:
         os.kill(stopped, signal.SIGCONT)
     assert len(sink.wait_for(6)) == 6
+
+
+def test_a_worker_that_cannot_start_is_restarted_ever_more_slowly_while_the_other_serves(
+    filter_factory: FilterFactory, sink: CaptureSink, tmp_path: Path
+) -> None:
+    events = tmp_path / "events"
+    events.mkdir()
+    process = filter_factory(
+        config_text=f"log:\n  json: {events / 'events.jsonl'}\n", extra_args=["--workers", "2"]
+    )
+    victim, survivor = worker_pids(process.process.pid)
+    shutil.rmtree(events)  # a new worker cannot open its event log: it exits at start
+
+    def restarts() -> list[tuple[str, str]]:
+        return re.findall(r"; starting a new one in (\d+)s \((.*)\)", process.log_text())
+
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: len(restarts()) >= 3, "three restarts", 120)
+    assert "cannot start: [Errno 2] No such file or directory" in process.log_text()
+    first, second, third = restarts()[:3]
+    assert first[0] == "1"
+    assert re.fullmatch(r"it lived [\d.]+s; 1 of 2 workers accept mail", first[1])
+    assert second == ("2", "it never accepted mail; 1 of 2 workers accept mail")
+    assert third == ("4", "it never accepted mail; 1 of 2 workers accept mail")
+    reply = send(process.address, clean(), ALICE, [BOB]).data
+    assert reply.startswith("250 2.0.0 Ok") and served_by_id(reply) == str(survivor)
+    events.mkdir()  # the cause is gone: the next one starts and stays
+    wait_until(lambda: "2 of 2 workers accept mail" in process.log_text(), "a replacement", 120)
+    assert len(worker_pids(process.process.pid)) == 2
+    assert len(sink.wait_for(1)) == 1
+
+
+def test_one_worker_runs_the_scanner_probes_and_another_takes_over_when_it_dies(
+    filter_factory: FilterFactory,
+) -> None:
+    with HangingServer() as clamd:  # every probe is one connection; none is answered
+        process = filter_factory(
+            clamd=clamd.address,
+            config_text="metrics:\n  probe_interval: 1\n",
+            extra_args=["--workers", "2", "--metrics", f"127.0.0.1:{free_port()}"],
+        )
+
+        def probers() -> list[str]:
+            return re.findall(r"worker (\d+) runs the scanner probes", process.log_text())
+
+        wait_until(lambda: probers() != [], "the probes", 60)
+        [prober] = probers()  # one of the two workers
+        others = [str(pid) for pid in worker_pids(process.process.pid) if str(pid) != prober]
+        assert len(others) == 1
+        os.kill(int(prober), signal.SIGKILL)
+        wait_until(lambda: len(probers()) == 2, "a worker taking over the probes", 60)
+        assert probers()[1] == others[0]  # at once, not when the replacement has started
+        seen = clamd.connections
+        wait_until(lambda: clamd.connections > seen, "the next probe", 60)
 
 
 def test_ten_reloads_under_a_steady_stream_lose_refuse_and_repeat_nothing(
