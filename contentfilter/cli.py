@@ -716,10 +716,6 @@ def _subject_field(raw: bytes) -> str | None:
     return None if field is None else raw[field.start : field.end].decode("utf-8", "replace")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def command_web(config: Config, arguments: argparse.Namespace) -> int:
     from contentfilter.addresses import HostPort
     from contentfilter.web import server
@@ -733,3 +729,7 @@ def command_web(config: Config, arguments: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"contentfilter: config error: {error}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
