@@ -374,9 +374,10 @@ def apply_edits(
             continue
         text = raw[field.start : field.end]
         kept.append(tag_subject(text, tag) if tag and name == b"subject" else text)
+    body = memoryview(raw)[fields_end:]  # not a copy: a large message is copied once
     if fields and not fields[0].name:
-        return b"".join([*kept, *_ended(kept), *added, raw[fields_end:]])
-    return b"".join([*added, *kept, raw[fields_end:]])
+        return b"".join([*kept, *_ended(kept), *added, body])
+    return b"".join([*added, *kept, body])
 
 
 def _ended(kept: Sequence[bytes]) -> list[bytes]:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -25,6 +25,7 @@ from contentfilter.model import Envelope, Recipient
 log = logging.getLogger("contentfilter.relay")
 
 XFORWARD_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
+WRITE_PIECE = 256 * 1024  # bytes of the message handed to the transport at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,10 +220,22 @@ class NextHop:
         start = await client.execute_command(b"DATA")
         if start.code != 354:
             return start
-        if client.protocol is None:
+        protocol = client.protocol
+        if protocol is None:
             raise NextHopUnavailable(f"lost connection to {self.label}")
-        client.protocol.write(dot_stuffed(data))
-        return await client.protocol.read_response(timeout=self.settings.data_timeout)
+        try:
+            async with asyncio.timeout(self.settings.data_timeout):
+                for piece in _wire_pieces(data):
+                    transport = protocol.transport
+                    if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
+                        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+                    transport.write(piece)
+                    # the flow control StreamWriter.drain() uses: the transport holds at
+                    # most one piece beyond its high-water mark, not a copy of the message
+                    await protocol._drain_helper()
+        except TimeoutError:
+            raise aiosmtplib.SMTPTimeoutError("timed out sending the message") from None
+        return await protocol.read_response(timeout=self.settings.data_timeout)
 
     async def _rcpt(
         self, client: aiosmtplib.SMTP, recipient: Recipient, encoding: str
@@ -269,14 +282,26 @@ def address_problem(address: str) -> str | None:
 
 def dot_stuffed(data: bytes) -> bytes:
     """The message as it goes on the wire after DATA, end-of-data line included."""
+    return b"".join(_wire_pieces(data))
+
+
+def _wire_pieces(data: bytes) -> Iterator[bytes | memoryview]:
+    """`dot_stuffed(data)` in pieces of WRITE_PIECE bytes; `data` is copied only when
+    it needs stuffing or line endings mended."""
     if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
         data = re.sub(rb"\r\n|\r|\n", b"\r\n", data)  # a DSN or edit gone wrong: be safe
     if data and not data.endswith(b"\r\n"):
         data += b"\r\n"
-    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    stuffed = data.replace(b"\r\n.", b"\r\n..")  # `data` itself when no line starts with "."
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed
-    return stuffed + b".\r\n"
+    if len(stuffed) <= WRITE_PIECE:  # most mail: one write, one segment
+        yield stuffed + b".\r\n"
+        return
+    view = memoryview(stuffed)
+    for start in range(0, len(view), WRITE_PIECE):
+        yield view[start : start + WRITE_PIECE]
+    yield b".\r\n"
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:

@@ -341,10 +341,12 @@ async def read_data(
             break
     if limit is not None and size > limit + 3:
         return None
-    data = b"".join(pieces)[:-3]
-    if data.startswith(b"."):
-        data = data[1:]
-    return data.replace(b"\r\n.", b"\r\n")
+    pieces[-1] = pieces[-1][:-3]  # the end-of-data line (it ends the last piece)
+    if pieces[0].startswith(b"."):
+        pieces[0] = pieces[0][1:]
+    data = b"".join(pieces)  # one copy of the message: no slicing of the whole
+    del pieces[:]
+    return data.replace(b"\r\n.", b"\r\n")  # `data` itself when nothing is stuffed
 
 
 def _split_parameter(word: str) -> tuple[str, str]:

@@ -125,6 +125,26 @@ def test_clean_message_is_relayed_unchanged_below_added_headers(
     messages.added_headers(arrived.data, message)
 
 
+@pytest.mark.parametrize("dotted", [False, True], ids=["no dot lines", "dot lines"])
+def test_large_message_is_relayed_unchanged_below_added_headers(
+    filter_factory: FilterFactory, sink: CaptureSink, dotted: bool
+) -> None:
+    # 3 MB: read in many pieces, relayed in many writes; with lines starting with a
+    # dot, dot-stuffed on both sides (the wire pieces are cut after the stuffing)
+    lines = [
+        b"%07d abcdefghijklmnopqrstuvwxyz0123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ" % n
+        for n in range(40_000)
+    ]
+    if dotted:
+        lines = [b"." * (n % 3) + line if n % 997 < 3 else line for n, line in enumerate(lines)]
+    message = messages.message("Large", b"\r\n".join(lines) + b"\r\n")
+    process = filter_factory()
+    replies = send(process.address, message, messages.SENDER, [messages.RECIPIENT])
+    assert replies.data.startswith("250 2.0.0 Ok"), replies.data
+    (arrived,) = sink.wait_for(1)
+    messages.added_headers(arrived.data, message)
+
+
 def test_three_messages_in_one_session_with_rset(
     filter_factory: FilterFactory, sink: CaptureSink
 ) -> None:

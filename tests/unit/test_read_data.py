@@ -28,6 +28,7 @@ async def feed(wire: bytes, limit: int | None = 1000, chunk: int = 7) -> tuple[b
         (b"x\r\n..\r\n...\r\ny\r\n.\r\n", b"x\r\n.\r\n..\r\ny\r\n"),
         (b"line ends with a dot.\r\nnext\r\n.\r\n", b"line ends with a dot.\r\nnext\r\n"),
         (b"smuggled\n.\r\nMAIL FROM:<x>\r\n.\r\n", b"smuggled\n.\r\nMAIL FROM:<x>\r\n"),
+        (b"..\r\n.a\r\n.\r\n", b".\r\na\r\n"),
     ],
 )
 @pytest.mark.parametrize("chunk", [1, 3, 7, 4096])
@@ -47,3 +48,11 @@ async def test_over_the_limit_is_drained_and_refused() -> None:
 async def test_closed_connection_during_data() -> None:
     with pytest.raises(ConnectionResetError):
         await feed(b"no end in sight\r\n", limit=1000)
+
+
+@pytest.mark.parametrize("chunk", [4096, 100_000])
+async def test_a_message_longer_than_the_buffer(chunk: int) -> None:
+    body = b"".join(b"..%06d stuffed\r\n%06d plain\r\n" % (n, n) for n in range(20_000))
+    got, rest = await feed(b"." + body + b".\r\nQUIT\r\n", limit=None, chunk=chunk)
+    assert got == body.replace(b"\r\n..", b"\r\n.")
+    assert rest == b"QUIT\r\n"
