@@ -118,7 +118,7 @@ class Pipeline:
         except* Exception as group_error:  # the decoder's: a full disk, a bug
             fault = group_error.exceptions[0]
         finally:
-            if spool is not None:  # whatever happened, the extracted files go
+            if spool is not None and not spool.remove_few():  # whatever happened, they go
                 await asyncio.to_thread(spool.remove)  # thousands of files: not on the loop
         if fault is not None:  # the cause itself, not an ExceptionGroup around it
             raise fault

@@ -90,9 +90,10 @@ Members = Generator[Member, None, None]  # what a decoder yields
 class Session:
     """Limits left, problems found and the private spool directory of one decode.
 
-    With `spool` (a directory made for this message), the bytes of every leaf part
-    and of every part whose decoding stopped are written there for the virus
-    scanners (`extracted`), within the message's quota.
+    With `spool` (the path of this message's spool directory, made here with the
+    first file), the bytes of every leaf part and of every part whose decoding
+    stopped are written there for the virus scanners (`extracted`), within the
+    message's quota.
     """
 
     def __init__(self, limits: DecoderLimits, message_size: int, spool: str | None = None) -> None:
@@ -109,6 +110,7 @@ class Session:
         self.files_exhausted = False
         self.quota_exhausted = False
         self._directory: str | None = None
+        self._spool_made = False
 
     def new_root(self) -> Node:
         self.files = self._last_id = 1
@@ -163,7 +165,7 @@ class Session:
     def directory(self) -> str:
         """A private (0700) directory for spool files, made on first use."""
         if self.spool is not None:
-            return self.spool
+            return self._spool_directory(self.spool)
         if self._directory is None:
             self._directory = tempfile.mkdtemp(
                 prefix="contentfilter-decode-", dir=self.limits.temp_directory or None
@@ -176,9 +178,11 @@ class Session:
             return None
         container.members_started += 1
         name = f"{container.part_id}.{container.members_started}-partial"
-        path = os.path.join(self.spool, name)
+        directory = self.spool
+        path = os.path.join(directory, name)
 
         def open_file() -> tuple[str, IO[bytes]]:
+            self._spool_directory(directory)
             return path, os.fdopen(spool.create_file(path), "w+b")
 
         return open_file
@@ -193,7 +197,9 @@ class Session:
             content.delete_file()
             self.problem(f"Exceeded storage quota ({self.quota} bytes)", node)
             return
-        path = os.path.join(self.spool, spool.file_name(node.part_id, reason))
+        path = os.path.join(
+            self._spool_directory(self.spool), spool.file_name(node.part_id, reason)
+        )
         if content.path is not None:
             os.rename(content.path, path)
             content.path = None
@@ -202,6 +208,13 @@ class Session:
                 file.write(content.read_all())
         self.spooled_bytes += content.size
         self.extracted.append(ExtractedFile(node.part_id, path, content.size, reason))
+
+    def _spool_directory(self, path: str) -> str:
+        """The message's spool directory, made (0700) when the first file goes there."""
+        if not self._spool_made:
+            spool.make_directory(path)
+            self._spool_made = True
+        return path
 
     def close(self) -> None:
         if self._directory is not None:  # not the message's spool: the pipeline removes it

@@ -84,6 +84,31 @@ def test_spool_directory_and_files_are_private(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_spool_directory_is_made_only_for_a_file_and_never_reused(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path))
+    decoded = decode(g.message(g.text("nothing to extract\r\n")), LIMITS, spool.path)
+    assert decoded.extracted == ()
+    assert list(tmp_path.iterdir()) == []  # no file, no directory
+    assert spool.remove_few()
+    os.mkdir(spool.path, 0o700)  # the name taken meanwhile: never written into
+    with pytest.raises(FileExistsError):
+        decode(zipped_eicar(), LIMITS, spool.path)
+    assert list(Path(spool.path).iterdir()) == []
+
+
+@pytest.mark.parametrize("files", [3, 40], ids=["few files", "many files"])
+async def test_the_spool_goes_with_few_or_many_files(
+    pool: DecoderPool, tmp_path: Path, files: int
+) -> None:
+    scanner = PartsScanner("banned", needs_parts=True)
+    archive = g.zip_archive({f"{n}.txt": b"text %d" % n for n in range(files)})
+    raw = g.with_attachments(g.attachment(archive, "many.zip"))
+    outcome = await pipeline_with(scanner, pool, tmp_path).handle(message(raw=raw))
+    assert outcome.queued_as == ("QUEUE1",)
+    assert len(scanner.extracted) == files + 1  # and the text part
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_what_the_decoder_could_not_open_is_extracted_whole(tmp_path: Path) -> None:
     inner = g.zip_archive({"deep.exe": g.tiny_pe()})
     raw = g.with_attachments(g.attachment(g.zip_archive({"inner.zip": inner}), "outer.zip"))
