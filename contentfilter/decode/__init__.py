@@ -23,8 +23,9 @@ __all__ = ["DecoderLimits", "decode", "describe", "format_tree"]
 def decode(raw: bytes, limits: DecoderLimits, spool: str | None = None) -> DecodedMessage:
     """The part tree of a message (p001 is the message itself), with any problems.
 
-    With `spool` (an existing private directory), the bytes of the parts the
-    decoder extracted are written there and listed in `extracted`.
+    With `spool` (a private directory, made here with the first file if it does not
+    exist yet), the bytes of the parts the decoder extracted are written there and
+    listed in `extracted`.
     """
     from contentfilter.decode import mimeparts
     from contentfilter.decode.session import Session

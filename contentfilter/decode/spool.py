@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 
 from contentfilter.model import ExtractedFile
@@ -83,8 +84,16 @@ def file_name(part_id: str, reason: str) -> str:
 
 
 def make_directory(path: str) -> None:
-    """The spool directory, only we can enter; one that exists already is an error."""
-    os.mkdir(path, 0o700)
+    """The spool directory, only we can enter. One that exists already is used only if
+    it is a private directory of ours (as `Spool` names none, a caller's own)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        found = os.lstat(path)
+        if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid():
+            raise
+        if stat.S_IMODE(found.st_mode) & 0o077:
+            raise
 
 
 def create_file(path: str) -> int:

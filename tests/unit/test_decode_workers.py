@@ -90,10 +90,12 @@ def test_the_spool_directory_is_made_only_for_a_file_and_never_reused(tmp_path: 
     assert decoded.extracted == ()
     assert list(tmp_path.iterdir()) == []  # no file, no directory
     assert spool.remove_few()
-    os.mkdir(spool.path, 0o700)  # the name taken meanwhile: never written into
+    os.mkdir(spool.path, 0o755)  # the name taken meanwhile, not private: never written into
     with pytest.raises(FileExistsError):
         decode(zipped_eicar(), LIMITS, spool.path)
     assert list(Path(spool.path).iterdir()) == []
+    os.chmod(spool.path, 0o700)  # a private directory of ours, made by the caller: used
+    assert len(decode(zipped_eicar(), LIMITS, spool.path).extracted) == 3
 
 
 @pytest.mark.parametrize("files", [3, 40], ids=["few files", "many files"])
