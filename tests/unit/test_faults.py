@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import tempfile
 
 import pytest
 
@@ -57,7 +56,7 @@ async def test_a_full_disk_when_making_the_spool_directory_is_a_451(
     def full(*args: object, **kwargs: object) -> str:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(tempfile, "mkdtemp", full)
+    monkeypatch.setattr(spool, "make_directory", full)
     reply = smtp_reply(await _pipeline(FakeNextHop()).handle(_message(ATTACHED)))
     assert (reply.code, reply.status) == (451, "4.3.1")
     assert "insufficient disk space" in reply.text
