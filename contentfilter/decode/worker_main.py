@@ -1,8 +1,9 @@
 """The loop of a decoder worker process (see `contentfilter.decode.workers`).
 
 Run as `python -m contentfilter.decode.worker_main FD`, FD being its end of a
-socket to the filter: a job (`Job`, then the raw message) in, a
-`DecodedMessage` (or a `Failure`) out, until the socket closes.
+socket to the filter: its limits in, READY out, then per message a `Job` and the
+raw message in, a `DecodedMessage` (or a `Failure`) out, until the socket closes.
+Here the socket is blocking: one message at a time is all a worker does.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import pickle
 import resource
 import signal
+import socket
 import sys
 import traceback
-from multiprocessing.connection import Connection
 
 from contentfilter.decode import decode, walker
-from contentfilter.decode.workers import READY, Failure, Job, fault_injection
+from contentfilter.decode.workers import FRAME, READY, Failure, Job, fault_injection, frame
+from contentfilter.decoder_settings import DecoderLimits
 from contentfilter.model import DecodedMessage
 
 # a worker's whole address space: the decoder's quota (500 MiB at most) plus the
@@ -25,7 +28,7 @@ from contentfilter.model import DecodedMessage
 ADDRESS_SPACE = 4 * 1024**3
 
 
-def serve(connection: Connection) -> None:
+def serve(connection: socket.socket) -> None:
     """Decode messages from `connection` until it closes (the filter stopped)."""
     # The filter decides when a worker ends: a SIGTERM to the whole service (systemd
     # stops the control group) must not cut short the messages it is still finishing.
@@ -37,23 +40,45 @@ def serve(connection: Connection) -> None:
     _bound_memory()
     walker.fault = fault_injection()
     try:
-        connection.send(READY)
-    except OSError:
+        limits: DecoderLimits = pickle.loads(_read_frame(connection))
+        connection.sendall(frame(READY))
+    except (EOFError, OSError):
         return
     while True:
         try:
-            job: Job = connection.recv()
-            raw = connection.recv_bytes()
+            job: Job = pickle.loads(_read_frame(connection))
+            raw = _read_exactly(connection, job.size)
         except (EOFError, OSError):
             return
         # should the filter itself die, a hung worker still ends (SIGALRM kills it)
-        signal.alarm(math.ceil(job.limits.timeout) * 2)
-        answer = _decode(raw, job)
+        signal.alarm(math.ceil(limits.timeout) * 2)
+        answer = _decode(raw, limits, job)
+        del raw
         signal.alarm(0)
         try:
-            connection.send(answer)
+            connection.sendall(frame(answer))
         except OSError:
             return
+
+
+def _read_frame(connection: socket.socket) -> bytes:
+    (size,) = FRAME.unpack(_read_exactly(connection, FRAME.size))
+    return _read_exactly(connection, size)
+
+
+def _read_exactly(connection: socket.socket, size: int) -> bytes:
+    """`size` bytes, in one buffer of that size as a rule (no copies of a large message)."""
+    data = connection.recv(size, socket.MSG_WAITALL) if size else b""
+    if len(data) == size:
+        return data
+    pieces, got = [data], len(data)
+    while got < size:  # a signal cut the wait short
+        piece = connection.recv(size - got, socket.MSG_WAITALL)
+        if not piece:
+            raise EOFError
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)
 
 
 def _bound_memory() -> None:
@@ -70,13 +95,13 @@ def _bound_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _decode(raw: bytes, job: Job) -> DecodedMessage | Failure:
+def _decode(raw: bytes, limits: DecoderLimits, job: Job) -> DecodedMessage | Failure:
     try:
-        return decode(raw, job.limits, job.spool)
+        return decode(raw, limits, job.spool)
     except Exception as error:  # a bug in the decoder: one message, not the worker
         number = error.errno if isinstance(error, OSError) else None
         return Failure(f"{type(error).__name__}: {error}"[:200], traceback.format_exc(), number)
 
 
 if __name__ == "__main__":
-    serve(Connection(int(sys.argv[1])))
+    serve(socket.socket(fileno=int(sys.argv[1])))

@@ -4,18 +4,24 @@ Everything the decoder does is fed by hostile bytes, and some of it runs in C
 (libarchive, libmagic). A segfault, an out-of-memory kill or a hang there must
 not take down the process that holds every SMTP session. So messages are
 decoded in a small pool of long-lived worker processes: per message the cost is
-one round trip over a pipe, not a process start.
+one round trip over a socket, not a process start.
 
 Workers are fresh interpreters (`python -m contentfilter.decode.worker_main`),
 never forks of the asyncio daemon (whose threads and event loop a fork would
 copy in an undefined state); starting one takes a few hundred milliseconds,
-which is paid at start-up and after a crash only. Each worker belongs
-to one thread of a dedicated thread pool, which sends it one message at a time
-and waits for the answer, the worker's death, or the time limit. A worker that
-dies or runs out of time is replaced by a fresh one; its message gets a
-`DecodedMessage` whose problem says what happened ("decoder crashed (signal
-11)"), which makes the message UNCHECKED, with what the worker had already
-written to the message's spool directory.
+which is paid at start-up and after a crash only. The event loop drives our end
+of each worker's socket itself: a message waits for a free worker, goes out in
+pieces under flow control (a large message is never copied whole into a buffer),
+and the answer comes back as one length-prefixed frame. No thread is involved. A
+worker that dies (its socket ends) or runs out of time is replaced by a fresh one
+for the next message; its message gets a `DecodedMessage` whose problem says what
+happened ("decoder crashed (signal 11)"), which makes the message UNCHECKED, with
+what the worker had already written to the message's spool directory.
+
+The conversation: the worker's first frame is READY once it has its limits (our
+first frame). Per message we send a frame holding a `Job` and then the message's
+`Job.size` bytes; the worker answers with one frame holding a `DecodedMessage` or
+a `Failure`. A frame is an 8-byte big-endian length and a pickle.
 """
 
 from __future__ import annotations
@@ -24,15 +30,16 @@ import asyncio
 import atexit
 import logging
 import os
+import pickle
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 
 from contentfilter.decode.spool import Spool
 from contentfilter.decoder_settings import DecoderLimits
@@ -48,14 +55,18 @@ FAULT_VARIABLE = "CONTENTFILTER_DECODER_FAULT"
 
 START_TIMEOUT = 60.0  # seconds a new worker may take to import the decoder
 READY = "ready"  # a new worker's first words
+FRAME = struct.Struct("!Q")  # the length of the pickle that follows
+MAX_ANSWER = 256 * 1024 * 1024  # a longer frame from a worker is a broken worker
+PIECE = 256 * 1024  # a message goes to a worker in pieces of this size
+EXIT_WAIT = 1.0  # seconds a worker whose socket ended may take to exit before a kill
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """What a worker gets besides the raw bytes."""
+    """What a worker gets before the raw bytes: where to spool, how many bytes follow."""
 
-    limits: DecoderLimits
     spool: str | None
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,66 +78,187 @@ class Failure:
     errno: int | None = None  # of an OSError: a full disk is a tempfail, not UNCHECKED
 
 
+def frame(value: object) -> bytes:
+    payload = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    return FRAME.pack(len(payload)) + payload
+
+
+class _Channel(asyncio.Protocol):
+    """Our end of one worker's socket, on the event loop: frames in, flow control out."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.ended = False  # the worker closed its end (exited, crashed) or sent garbage
+        self._buffer = bytearray()
+        self._frames: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+        self._drained: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= FRAME.size:
+            (size,) = FRAME.unpack_from(buffer)
+            if size > MAX_ANSWER:
+                self.close()
+                return
+            end = FRAME.size + size
+            if len(buffer) < end:
+                break
+            self._frames.append(bytes(memoryview(buffer)[FRAME.size : end]))
+            del buffer[:end]
+        if self._frames:
+            self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ended = True
+        self._paused = False
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake()
+
+    def _wake(self) -> None:
+        for waiter in (self._waiter, self._drained):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    async def receive(self) -> bytes:
+        """The next frame's payload; EOFError once the worker's end is closed."""
+        while not self._frames:
+            if self.ended:
+                raise EOFError
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._frames.popleft()
+
+    async def send(self, *pieces: bytes | memoryview) -> None:
+        """Write the pieces, each once the worker has taken most of the one before."""
+        for piece in pieces:
+            transport = self.transport
+            if self.ended or transport is None or transport.is_closing():
+                raise EOFError
+            transport.write(piece)
+            while self._paused and not self.ended:
+                self._drained = asyncio.get_running_loop().create_future()
+                try:
+                    await self._drained
+                finally:
+                    self._drained = None
+
+    def close(self) -> None:
+        self.ended = True
+        if self.transport is not None:
+            self.transport.abort()
+        self._wake()
+
+
 class _Worker:
     """One worker process (`python -m contentfilter.decode.worker_main`) and our end of
     its socket."""
 
-    def __init__(self) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], channel: _Channel) -> None:
+        self.process = process
+        self.channel = channel
+
+    @classmethod
+    async def start(cls, limits: DecoderLimits) -> _Worker:
+        """A worker that has loaded the decoder and has its limits."""
         ours, theirs = socket.socketpair()
-        try:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-P",
-                    "-m",
-                    "contentfilter.decode.worker_main",
-                    str(theirs.fileno()),
-                ],
-                stdin=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
+        command = [
+            sys.executable,
+            "-P",
+            "-m",
+            "contentfilter.decode.worker_main",
+            str(theirs.fileno()),
+        ]
+        try:  # fork and exec of a large process: off the event loop
+            process = await asyncio.to_thread(
+                subprocess.Popen, command, stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),)
             )
         except OSError as error:
             ours.close()
             raise DecoderUnavailable(f"decoder process could not start: {error}") from error
         finally:
             theirs.close()
-        self.connection = Connection(ours.detach())
+        loop = asyncio.get_running_loop()
+        try:
+            _, channel = await loop.create_unix_connection(_Channel, sock=ours)
+        except BaseException:
+            ours.close()
+            process.kill()
+            await asyncio.to_thread(process.wait)
+            raise
+        worker = cls(process, channel)
         # its start-up (imports) must not count against the first message's time limit
         try:
-            ready = self.connection.poll(START_TIMEOUT) and self.connection.recv() == READY
-        except (EOFError, OSError):
+            async with asyncio.timeout(START_TIMEOUT):
+                await channel.send(frame(limits))
+                ready = pickle.loads(await channel.receive()) == READY
+        except (TimeoutError, EOFError, OSError, pickle.UnpicklingError):
             ready = False
         if not ready:
-            self.stop()
-            raise DecoderUnavailable(f"decoder process did not start ({self.gone()})")
+            raise DecoderUnavailable(f"decoder process did not start ({await worker.gone()})")
+        return worker
 
-    def exchange(self, raw: bytes, job: Job, timeout: float) -> DecodedMessage | Failure | str:
+    async def exchange(
+        self, raw: bytes, job: Job, timeout: float
+    ) -> DecodedMessage | Failure | str:
         """The worker's answer, or why there is none ("crashed (signal 11)")."""
+        header = frame(job)
         try:
-            self.connection.send(job)
-            self.connection.send_bytes(raw)
-            if not self.connection.poll(timeout):
-                self.stop()
-                return f"killed after {timeout:g}s without a result"
-            answer: DecodedMessage | Failure = self.connection.recv()
-        except (EOFError, OSError):
-            return self.gone()
+            async with asyncio.timeout(timeout):
+                if len(raw) <= PIECE:
+                    await self.channel.send(header + raw)
+                else:
+                    view = memoryview(raw)
+                    pieces = (view[start : start + PIECE] for start in range(0, len(raw), PIECE))
+                    await self.channel.send(header, *pieces)
+                answer = pickle.loads(await self.channel.receive())
+        except TimeoutError:
+            self.kill()
+            await self.gone()
+            return f"killed after {timeout:g}s without a result"
+        except (EOFError, OSError, pickle.UnpicklingError):
+            return await self.gone()
+        if not isinstance(answer, DecodedMessage | Failure):
+            return await self.gone()
         return answer
 
-    def gone(self) -> str:
-        """The worker died: reap it and say how."""
-        self.stop()
+    def kill(self) -> None:
+        self.channel.close()
+        if self.process.poll() is None:
+            self.process.kill()
+
+    async def gone(self) -> str:
+        """The worker ended (or is to): reap it and say how."""
+        self.channel.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EXIT_WAIT
+        while self.process.poll() is None and loop.time() < deadline:
+            await asyncio.sleep(0.01)  # exiting after a crash: its status says how
+        if self.process.poll() is None:
+            self.process.kill()
+            await asyncio.to_thread(self.process.wait)
         code = self.process.returncode
         if code is not None and code < 0:
             return f"crashed (signal {-code})"
         return f"exited (status {code})"
 
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None and not self.connection.closed
-
     def stop(self) -> None:
-        self.connection.close()
+        """Kill and reap (from any thread: nothing here touches the event loop)."""
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
@@ -137,35 +269,59 @@ class DecoderPool:
 
     def __init__(self, limits: DecoderLimits) -> None:
         self.limits = limits
-        self._threads = ThreadPoolExecutor(limits.workers, thread_name_prefix="decoder")
-        self._local = threading.local()
-        self._workers: set[_Worker] = set()
-        self._lock = threading.Lock()
-        atexit.register(self.close)  # before multiprocessing's own exit handler joins them
+        self._workers: set[_Worker] = set()  # every worker process not yet reaped
+        self._idle: list[_Worker] = []  # started and waiting for a message
+        self._slots = asyncio.Semaphore(limits.workers)  # messages being decoded at most
+        self._exchanges: set[asyncio.Task[DecodedMessage]] = set()
+        self._lock = threading.Lock()  # `close` may run in another thread
+        self._closed = False
+        atexit.register(self.close)
 
     async def start(self) -> None:
         """Start every worker now, so that the first messages do not wait for them."""
-        barrier = threading.Barrier(self.limits.workers)
-
-        def warm_up() -> None:
-            self._decode(b"", None)  # the worker is up once it has answered
-            barrier.wait(120)  # each thread starts its own worker: hold them all until done
-
-        loop = asyncio.get_running_loop()
-        starts = [loop.run_in_executor(self._threads, warm_up) for _ in range(self.limits.workers)]
-        await asyncio.gather(*starts)
+        missing = self.limits.workers - len(self._workers)
+        started = await asyncio.gather(
+            *(self._start_worker() for _ in range(missing)), return_exceptions=True
+        )
+        for worker in started:
+            if isinstance(worker, BaseException):
+                raise worker
+            self._idle.append(worker)
 
     async def decode(self, raw: bytes, spool: Spool | None = None) -> DecodedMessage:
-        """The decoded message; a crash or hang of the worker is a problem in it, not an error."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, self._decode, raw, spool)
+        """The decoded message; a crash or hang of the worker is a problem in it, not an error.
 
-    def _decode(self, raw: bytes, spool: Spool | None) -> DecodedMessage:
-        job = Job(self.limits, spool.path if spool is not None else None)
-        worker = self._worker()
-        answer = worker.exchange(raw, job, self.limits.timeout)
-        if spool is not None and spool.removed:  # the message was given up meanwhile
-            spool.remove()
+        Should the caller give up waiting (cancellation), the worker still finishes the
+        message (and any spool directory the caller removed meanwhile goes again) before
+        it takes the next: a worker is never left with a half-read conversation."""
+        if self._closed:
+            raise DecoderUnavailable("decoder stopped")
+        await self._slots.acquire()
+        try:
+            exchange = asyncio.ensure_future(self._decode(raw, spool))
+        except BaseException:
+            self._slots.release()
+            raise
+        self._exchanges.add(exchange)
+        exchange.add_done_callback(self._finished)
+        return await asyncio.shield(exchange)
+
+    def _finished(self, exchange: asyncio.Task[DecodedMessage]) -> None:
+        self._exchanges.discard(exchange)
+        self._slots.release()
+        if not exchange.cancelled():
+            exchange.exception()  # retrieved: the caller may have stopped waiting
+
+    async def _decode(self, raw: bytes, spool: Spool | None) -> DecodedMessage:
+        worker = self._idle.pop() if self._idle else await self._start_worker()
+        job = Job(spool.path if spool is not None else None, len(raw))
+        answer = await worker.exchange(raw, job, self.limits.timeout)
+        if spool is not None and spool.removed and not spool.remove_few():
+            await asyncio.to_thread(spool.remove)  # the message was given up meanwhile
+        if isinstance(answer, DecodedMessage | Failure):
+            self._idle.append(worker)
+        else:
+            self._forget(worker)
         if isinstance(answer, DecodedMessage):
             return answer
         if isinstance(answer, Failure) and answer.errno in DISK_FULL:
@@ -173,38 +329,37 @@ class DecoderPool:
         if isinstance(answer, Failure):
             log.error("decoder error: %s\n%s", answer.error, answer.traceback)
             return failed(f"Decoder error ({answer.error})", spool)
-        self._forget(worker)
         log.error("decoder worker %s; the message is UNCHECKED", answer)
         return failed(f"Decoder {answer}", spool)
 
-    def _worker(self) -> _Worker:
-        """This thread's worker process, started if it has none or it died."""
-        worker: _Worker | None = getattr(self._local, "worker", None)
-        if worker is not None and worker.alive:
-            return worker
-        if worker is not None:
-            self._forget(worker)
-        worker = _Worker()
+    async def _start_worker(self) -> _Worker:
+        if self._closed:
+            raise DecoderUnavailable("decoder stopped")
+        worker = await _Worker.start(self.limits)
         with self._lock:
             self._workers.add(worker)
-        self._local.worker = worker
+            closed = self._closed
+        if closed:  # stopped while it started
+            worker.stop()
+            raise DecoderUnavailable("decoder stopped")
         return worker
 
     def _forget(self, worker: _Worker) -> None:
-        worker.stop()
         with self._lock:
             self._workers.discard(worker)
-        if getattr(self._local, "worker", None) is worker:
-            self._local.worker = None
+        if worker in self._idle:
+            self._idle.remove(worker)
 
     def close(self) -> None:
-        """Stop the workers; a message still being decoded gets a failed decode."""
+        """Stop the workers; a message still being decoded gets a failed decode.
+
+        Safe from any thread, and after the event loop has ended."""
         with self._lock:
+            self._closed = True
             workers = list(self._workers)
             self._workers.clear()
         for worker in workers:
             worker.stop()
-        self._threads.shutdown(wait=True, cancel_futures=True)
         atexit.unregister(self.close)
 
 

@@ -172,6 +172,38 @@ async def test_a_worker_that_dies_costs_one_message_and_keeps_what_it_extracted(
         await asyncio.to_thread(workers.close)
 
 
+async def test_a_large_message_crosses_to_the_worker_whole(pool: DecoderPool) -> None:
+    payload = bytes(range(256)) * 12_000  # 3 MB: sent in many pieces under flow control
+    raw = g.with_attachments(g.attachment(payload, "big.bin"))
+    decoded = await pool.decode(raw)
+    assert decoded.problems == ()
+    assert decoded == decode(raw, LIMITS)
+    assert [part.size for part in decoded.walk()][-1] == len(payload)
+
+
+async def test_a_message_given_up_while_decoding_costs_no_worker(pool: DecoderPool) -> None:
+    await pool.start()
+    (worker,) = pool._workers
+    big = g.with_attachments(g.attachment(os.urandom(6_000_000), "big.bin"))
+    given_up = asyncio.create_task(pool.decode(big))
+    await asyncio.sleep(0.05)  # sending it, or decoding
+    given_up.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await given_up
+    # the same worker answers the next message, with its own answer
+    decoded = await pool.decode(zipped_eicar())
+    assert "docs/eicar.com" in {name for part in decoded.walk() for name in part.names}
+    assert pool._workers == {worker}
+    assert worker.process.poll() is None
+
+
+async def test_more_messages_than_workers_wait_for_one(pool: DecoderPool) -> None:
+    raws = [g.message(g.text(f"message {n}\r\n")) for n in range(6)]
+    decoded = await asyncio.gather(*(pool.decode(raw) for raw in raws))
+    assert decoded == [decode(raw, LIMITS) for raw in raws]
+    assert len(pool._workers) == LIMITS.workers
+
+
 async def test_spool_is_removed_when_the_scan_is_cancelled(tmp_path: Path) -> None:
     scanner = FakeScanner("banned", needs_parts=True, hang=True, timeout=3600)
     scanner.on_failure = FailureAction.TEMPFAIL
