@@ -74,9 +74,13 @@ class ClamdServer:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             return await _connect(loop, sock, self.path)
         assert self.endpoint is not None
-        infos = await loop.getaddrinfo(
-            self.endpoint.host, self.endpoint.port, type=socket.SOCK_STREAM
-        )
+        host, port = self.endpoint.host, self.endpoint.port
+        try:  # an address needs no resolver, and no thread of the loop's executor
+            infos = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+            )
+        except socket.gaierror:  # a name
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         last_error: OSError = OSError(f"{self} resolves to no address")
         for family, kind, protocol, _, address in infos:
             try:
