@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeGuard
 
 from contentfilter import bounce, events, headers, mime, policy, replies
 from contentfilter.cache import ResultCache
@@ -85,6 +85,9 @@ class Pipeline:
     quarantine: QuarantineStore | None = None  # None: nothing is kept (scan, tests)
     # Called once a message is kept, before the answer (the notices sent at once).
     on_kept: Callable[[Entry], Awaitable[None]] | None = None
+    _parts_scanners: dict[int, tuple[Scanner, bool]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     # --- scanning ----------------------------------------------------------------------
 
@@ -95,7 +98,7 @@ class Pipeline:
         The decoder's time goes to `stages["decode"]`."""
         cached = [self._cached(scanner, message) for scanner in self.scanners]
         pending = [(s, key) for s, (key, hit) in zip(self.scanners, cached, strict=True) if not hit]
-        wants_parts = any(s.needs_parts or isinstance(s, PartsScanner) for s, _ in pending)
+        wants_parts = any(s.needs_parts or self._takes_parts(s) for s, _ in pending)
         spool = None
         if wants_parts and message.parts is None:  # a cache hit for all spares the decoding
             spool = Spool(self.config.decoder.temp_directory)
@@ -152,6 +155,15 @@ class Pipeline:
             return mime.decode(message.raw, self.config.decoder, path)
         return await asyncio.to_thread(mime.decode, message.raw, self.config.decoder, path)
 
+    def _takes_parts(self, scanner: Scanner) -> TypeGuard[PartsScanner]:
+        """isinstance(scanner, PartsScanner), asked once per scanner: a runtime protocol
+        check looks the members up each time (tens of microseconds)."""
+        known = self._parts_scanners.get(id(scanner))
+        if known is None or known[0] is not scanner:
+            known = (scanner, isinstance(scanner, PartsScanner))
+            self._parts_scanners[id(scanner)] = known
+        return known[1]
+
     def _cached(self, scanner: Scanner, message: Message) -> tuple[str | None, ScanResult | None]:
         """The scanner's cache key for the message, and the result stored under it."""
         if self.cache is None:
@@ -173,7 +185,7 @@ class Pipeline:
         started = self.clock()
         try:
             async with asyncio.timeout(scanner.timeout) as budget:
-                if decoding is not None and isinstance(scanner, PartsScanner):
+                if decoding is not None and self._takes_parts(scanner):
                     parts = _parts_later(decoding, budget, scanner.timeout)
                     result = await scanner.scan_with_parts(message, parts)
                 else:
