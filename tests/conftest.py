@@ -8,11 +8,13 @@ is skipped.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +37,9 @@ from tests.support.net import free_port  # noqa: E402
 from tests.support.postgres import PostgresServer, start_postgres  # noqa: E402
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
+# the filter's state on this machine (the default quarantine.directory lives here): a
+# test never writes there, and never opens a store on it
+SYSTEM_STATE = Path("/var/lib/contentfilter")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,6 +52,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION_DIR in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def system_state_untouched() -> Iterator[list[str]]:
+    """Fails the run when a test opens a quarantine store under /var/lib/contentfilter
+    (a config built with the default quarantine.directory) or, where the directory did
+    not exist before the run, when anything creates it (subprocesses included)."""
+    from contentfilter.quarantine.sqlite import SqliteStore
+
+    existed = SYSTEM_STATE.exists()
+    opened: list[str] = []
+    original = SqliteStore.__init__
+
+    def guarded(self: SqliteStore, directory: Path | str, **options: Any) -> None:
+        if SYSTEM_STATE in (Path(directory), *Path(directory).parents):
+            opened.append(f"{os.environ.get('PYTEST_CURRENT_TEST')}: {directory}")
+            raise AssertionError(
+                f"a test opened the system's quarantine {directory}: give its config a "
+                "quarantine.directory in the test's tmp_path"
+            )
+        original(self, directory, **options)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(SqliteStore, "__init__", guarded)
+    yield opened
+    patch.undo()
+    assert not opened, f"tests opened the system's quarantine: {opened}"
+    assert existed or not SYSTEM_STATE.exists(), f"the test run created {SYSTEM_STATE}"
 
 
 @pytest.fixture(scope="session")

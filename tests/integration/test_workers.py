@@ -50,10 +50,6 @@ def worker_pids(supervisor: int) -> list[int]:
     return sorted(pids)
 
 
-def config_path(process: FilterProcess) -> Path:
-    return Path(process.argv[process.argv.index("-c") + 1])
-
-
 def reload(process: FilterProcess, times_before: int, word: str = "reloaded:") -> None:
     """SIGHUP, and wait until the supervisor has logged the outcome."""
     process.process.send_signal(signal.SIGHUP)
@@ -216,13 +212,12 @@ def test_ten_reloads_under_a_steady_stream_lose_refuse_and_repeat_nothing(
     process = filter_factory(
         config_text="server:\n  hostname: generation0.test\n", extra_args=["--workers", "2"]
     )
-    config = config_path(process)
     load = Load(process.address, concurrency=6).start()
     try:
         for n in range(1, 11):
             wanted = 30 * n  # messages answered before this reload
             wait_until(lambda: load.answered >= wanted, "mail between reloads", 120)  # noqa: B023
-            config.write_text(f"server:\n  hostname: generation{n}.test\n")
+            process.write_config(f"server:\n  hostname: generation{n}.test\n")
             reload(process, n - 1)
         wait_until(lambda: load.answered >= 400, "several hundred messages", 300)
     finally:
@@ -241,7 +236,7 @@ def test_a_bad_config_is_refused_and_the_old_one_keeps_serving(
         config_text="server:\n  hostname: good.test\n", extra_args=["--workers", "2"]
     )
     before = worker_pids(process.process.pid)
-    config_path(process).write_text("server:\n  hostname: bad.test\n  max_sessions: -1\n")
+    process.write_config("server:\n  hostname: bad.test\n  max_sessions: -1\n")
     reload(process, 0, "reload refused")
     assert "server: max_sessions must be" in process.log_text().split("reload refused")[1]
     assert worker_pids(process.process.pid) == before
@@ -260,12 +255,11 @@ def test_a_reload_adds_and_removes_listeners(
         port=port,
         listen_flag=False,
     )
-    config = config_path(process)
-    config.write_text(f"server:\n  listen: ['{first}', 'lmtp:{second}']\n")
+    process.write_config(f"server:\n  listen: ['{first}', 'lmtp:{second}']\n")
     reload(process, 0)
     assert smtp_greeting(*_host_port(second)).startswith(b"220 ")
     assert send(first, clean(), ALICE, [BOB]).data.startswith("250 2.0.0 Ok")
-    config.write_text(f"server:\n  listen: ['{second}']\n")
+    process.write_config(f"server:\n  listen: ['{second}']\n")
     reload(process, 1)
     with pytest.raises(ConnectionRefusedError):  # nobody listens there any more
         smtp_greeting(*_host_port(first))
@@ -351,7 +345,7 @@ def test_metrics_add_up_all_workers_and_survive_a_reload(
     before = scrape(metrics)
     assert value(before, "messages_total", category="CLEAN") == 6
     assert value(before, "smtp_sessions_active") == 0
-    config_path(process).write_text("server: {hostname: two.test}\n")
+    process.write_config("server: {hostname: two.test}\n")
     reload(process, 0)
     wait_until(lambda: len(worker_pids(process.process.pid)) == 2, "the old workers gone", 120)
     assert send(process.address, clean(), ALICE, [BOB]).data.startswith("250 2.0.0 Ok")

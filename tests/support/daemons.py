@@ -231,6 +231,13 @@ class FilterProcess:
         """Everything the filter wrote to stderr so far (its log)."""
         return self.stderr_path.read_text(errors="replace")
 
+    def write_config(self, text: str) -> None:
+        """Replace its config file (for a reload), its quarantine still the private one."""
+        config = Path(self.argv[self.argv.index("-c") + 1])
+        if self.quarantine_directory is not None:
+            text, _ = private_quarantine(text, self.quarantine_directory)
+        config.write_text(text)
+
     def stop(self) -> int:
         """SIGTERM and wait; the exit status."""
         stop_process(self.process)

@@ -254,10 +254,11 @@ async def test_memory_runs_out_in_the_worker_not_in_the_filter(pool: DecoderPool
     ids=["clamd alone", "banned rules alone"],
 )
 def test_the_filter_decodes_in_workers_for_every_scanner_that_looks_at_parts(
-    scanners: dict[str, object],
+    scanners: dict[str, object], tmp_path: Path
 ) -> None:
     from contentfilter.cli import build_pipeline
 
-    built = build_pipeline(config.from_mapping({"scanners": scanners}), FakeNextHop())
+    settings = {"scanners": scanners, "quarantine": {"directory": str(tmp_path)}}
+    built = build_pipeline(config.from_mapping(settings), FakeNextHop())
     assert built.decoder is not None
     assert built.decoder.limits == built.config.decoder

@@ -144,8 +144,11 @@ def test_a_log_that_cannot_be_opened_costs_the_log_not_the_mail(
 ) -> None:
     command = _script(tmp_path, f"cat > {tmp_path}/data\n")
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"Subject: x\n\nbody\n")))
-    argv = ["pipe", "--clamd", "off", "--spamd", "off", "--sendmail", command]
-    argv += ["--log-file", str(tmp_path / "missing" / "log"), "-f", "a@example.org", "--", "b@x"]
+    settings = tmp_path / "contentfilter.yaml"
+    settings.write_text(f"quarantine: {{directory: '{tmp_path / 'quarantine'}'}}\n")
+    argv = ["pipe", "-c", str(settings), "--clamd", "off", "--spamd", "off"]
+    argv += ["--sendmail", command, "--log-file", str(tmp_path / "missing" / "log")]
+    argv += ["-f", "a@example.org", "--", "b@x"]
     assert cli.main(argv) == pipe.EX_OK
     assert b"Subject: x\n\nbody\n" in (tmp_path / "data").read_bytes()
     assert capsys.readouterr().out == ""
