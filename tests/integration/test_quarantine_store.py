@@ -293,6 +293,46 @@ async def test_sqlite_files_are_private(tmp_path: Path) -> None:
     assert body.read_bytes()[:2] == b"\x1f\x8b"  # gzip: zcat reads it
 
 
+NOBODY = 65534  # nobody and nogroup on Debian
+
+
+def _writer_as_nobody(directory: str) -> None:
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+    _writer(directory, 0, 2)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act for another user")
+async def test_sqlite_run_as_root_leaves_its_files_to_the_directorys_owner(
+    daemon_dir: Path,
+) -> None:
+    """`contentfilter quarantine ...` run as root while the filter (here: nobody) works in
+    its directory: what root creates is nobody's, so the filter goes on writing."""
+    directory = daemon_dir / f"owned-{os.getpid()}-{next(_names)}" / "quarantine"
+    directory.parent.mkdir(mode=0o755)
+    directory.mkdir(mode=0o700)
+    os.chown(directory, NOBODY, NOBODY)
+    store = SqliteStore(directory)
+    try:
+        await store.put(entry("w00root001"), RAW)  # bodies/w0/, where nobody writes next
+        filter_user = multiprocessing.get_context("spawn").Process(
+            target=_writer_as_nobody, args=(str(directory),)
+        )
+        filter_user.start()
+        filter_user.join(120)
+        assert filter_user.exitcode == 0
+        await store.transition(
+            "w00root001", "bob@example.com", frozenset({State.HELD}), State.DELETED,
+            actor="root", via=Via.CLI,
+        )  # fmt: skip
+    finally:
+        await store.close()
+    owners = {p.relative_to(directory).as_posix(): p.stat().st_uid for p in directory.rglob("*")}
+    assert owners and set(owners.values()) == {NOBODY}, owners
+    assert "bodies/w0/w00root001.eml.gz" in owners and "bodies/w0/w00m0001.eml.gz" in owners
+
+
 async def test_sqlite_refuses_a_schema_newer_than_the_code(tmp_path: Path) -> None:
     import sqlite3
 
