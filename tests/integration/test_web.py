@@ -12,6 +12,7 @@ loopback, as from a proxy. Screenshots of the main pages are taken on the way
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import subprocess
@@ -28,8 +29,6 @@ import pytest
 from contentfilter.config import load
 from contentfilter.quarantine import (
     Entry,
-    QuarantineStore,
-    Query,
     State,
     open_store,
     tokens,
@@ -52,7 +51,6 @@ KEY = "k" * 40
 PREFIX = "/quarantine"
 ADMIN, PASSWORD = "postmaster", "a long admin password"
 IMAP_USERS = {"boss@example.com": "imap password", "clerk@example.com": "clerk password"}
-ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
 
 HTML_SPAM = (
     "From: Prize Team <win@spam.example>\r\n"
@@ -79,78 +77,86 @@ HTML_SPAM = (
 
 @dataclass
 class Site:
+    """The running page and the filter that fills its quarantine. Each test holds the
+    mail it needs (`hold`) for recipients of its own (`people`), so it passes alone."""
+
     web: WebProcess
     config: Path
     sink: CaptureSink
-    ids: dict[str, str]  # name -> mail_id
+    filter_address: str
 
     @property
     def base(self) -> str:
         return self.web.base + PREFIX
 
-    def link(self, name: str, recipient: str, action: str, **options: Any) -> str:
-        mail_id = self.ids.get(name, "")
+    def hold(self, source: str, *recipients: str) -> str:
+        """The quarantine id of a message (a sample file or text) the filter blocked."""
+        message = _message(f"m{next(_serial)}", source)
+        replies = send(self.filter_address, message, "sender@example.org", list(recipients))
+        assert replies.data_code == 250 and "discarded" in replies.data, replies
+        found = re.search(r", quarantine: ([\w-]+)", replies.data)
+        assert found, replies.data
+        return found.group(1)
+
+    def link(self, mail_id: str, recipient: str, action: str, **options: Any) -> str:
         token = tokens.issue(
             KEY.encode(), mail_id=mail_id, recipient=recipient, action=action, ttl=3600, **options
         )
         return f"{PREFIX}/t/{token}"
 
-    def states(self, name: str) -> dict[str, State]:
-        entry = _run(self._get(self.ids[name]))
+    def use_link(self, mail_id: str, recipient: str, action: str) -> None:
+        """What a recipient does with a notice's link: open it, confirm."""
+        link = self.link(mail_id, recipient, action)
+        client = Client(self.web.base)
+        answer = client.post(link, {"csrf": client.get(link).csrf(), "action": action})
+        assert answer.status == 200, answer.text
+
+    def arrived(self, *recipients: str) -> list[list[str]]:
+        """The envelope recipients of the released mail that went to any of these."""
+        return [m.rcpt_tos for m in self.sink.messages if set(m.rcpt_tos) & set(recipients)]
+
+    def states(self, mail_id: str) -> dict[str, State]:
+        entry = _run(self._get(mail_id))
         assert entry is not None
         return {r.address: r.state for r in entry.recipients}
 
     async def _get(self, mail_id: str) -> Entry | None:
-        store = self._store()
+        store = open_store(load(self.config).quarantine)
         try:
             return await store.get(mail_id)
         finally:
             await store.close()
 
-    def _store(self) -> QuarantineStore:
-        return open_store(load(self.config).quarantine)
+
+@dataclass(frozen=True)
+class People:
+    """Recipients no other test uses: what a test finds is its own."""
+
+    alice: str
+    bob: str
+    carol: str
+
+
+_serial = itertools.count(1)
+
+
+@pytest.fixture
+def people() -> People:
+    n = next(_serial)
+    return People(*(f"{name}.{n}@example.com" for name in ("alice", "bob", "carol")))
 
 
 def _run(coroutine: Any) -> Any:
     return asyncio.run(coroutine)
 
 
-MESSAGES = {
-    # name: (sample file or message text, recipients); each is blocked by the filter
-    "gtube": ("gtube.eml", (ALICE, BOB)),
-    "eicar": ("eicar.eml", (ALICE,)),
-    "html": (HTML_SPAM, (CAROL,)),
-    "second": ("gtube.eml", (ALICE,)),
-    "expiring": ("gtube.eml", (ALICE,)),
-    "previewed": ("gtube.eml", (ALICE,)),
-    "other": ("gtube.eml", (BOB,)),
-}
-
-
 def _message(name: str, source: str) -> bytes:
-    """The message in CRLF lines with a Message-ID of its own (the test finds its
-    quarantine id by it)."""
+    """The message in CRLF lines with a Message-ID of its own."""
     raw = source.encode() if "\r\n" in source else (REPO / "samples" / source).read_bytes()
     head, _, body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
     lines = [line for line in head.split(b"\n") if not line.lower().startswith(b"message-id:")]
     lines.append(f"Message-ID: <{name}@web.test>".encode())
     return b"\r\n".join(lines) + b"\r\n\r\n" + body.replace(b"\n", b"\r\n")
-
-
-def _blocked_by_the_filter(filter_address: str) -> None:
-    for name, (source, recipients) in MESSAGES.items():
-        replies = send(filter_address, _message(name, source), "sender@example.org", recipients)
-        assert replies.data_code == 250 and "discarded" in replies.data, replies
-
-
-async def _quarantine_ids(store: QuarantineStore) -> dict[str, str]:
-    try:
-        entries = await store.search(Query(limit=100))
-    finally:
-        await store.close()
-    ids = {e.message_id.strip("<>").removesuffix("@web.test"): e.mail_id for e in entries}
-    assert set(MESSAGES) <= set(ids), ids
-    return ids
 
 
 def _store_setting(request: pytest.FixtureRequest, directory: Path) -> str:
@@ -192,15 +198,6 @@ web:
   imap: {{server: "{dovecot.address}", security: plain, admins: [boss@example.com]}}
 """
         )
-        smtp = start_filter(
-            directory / "filter", next_hop=sink.address, config_text=config.read_text()
-        )
-        try:
-            _blocked_by_the_filter(f"127.0.0.1:{smtp.port}")
-        finally:
-            smtp.stop()
-        assert sink.messages == []  # all of them were held, none passed
-        ids = _run(_quarantine_ids(open_store(load(config).quarantine)))
         added = subprocess.run(
             [*filter_command(), "web", "add-admin", "-c", str(config), ADMIN],
             input=PASSWORD + "\n",
@@ -209,8 +206,14 @@ web:
             check=False,
         )
         assert added.returncode == 0, added.stderr
-        with start_web(config, directory, port) as web:
-            yield Site(web, config, sink, ids)
+        smtp = start_filter(
+            directory / "filter", next_hop=sink.address, config_text=config.read_text()
+        )
+        try:
+            with start_web(config, directory, port) as web:
+                yield Site(web, config, sink, f"127.0.0.1:{smtp.port}")
+        finally:
+            smtp.stop()
 
 
 @pytest.fixture(scope="module")
@@ -256,63 +259,68 @@ def _click(driver: Any, element_id: str) -> None:
 # --- recipients -------------------------------------------------------------------------
 
 
-def test_recipient_releases_from_a_notice_link_once(site: Site, browser: Any) -> None:
-    link = site.link("gtube", ALICE, "release")
+def test_recipient_releases_from_a_notice_link_once(
+    site: Site, browser: Any, people: People
+) -> None:
+    gtube = site.hold("gtube.eml", people.alice, people.bob)
+    link = site.link(gtube, people.alice, "release")
     browser.get(site.web.base + link)
     page = _text(browser)
     assert "Test spam mail (GTUBE)" in page
     copies = browser.find_element("css selector", "table.copies").text
-    assert ALICE in copies and BOB not in copies  # only the link's own recipient's copy
+    assert people.alice in copies and people.bob not in copies  # only the link's own copy
     assert "XJS*C4JDBQADN1" in page  # the text part, shown as text
     _shot(browser, "recipient-confirm")
-    assert site.sink.messages == []  # showing the page did nothing
+    assert site.arrived(people.alice, people.bob) == []  # showing the page did nothing
     _click(browser, "do-release")
     assert "released" in _outcomes(browser)
     _shot(browser, "recipient-done")
-    assert [m.rcpt_tos for m in site.sink.messages] == [[ALICE]]
-    assert b"X-Quarantine-Released" in site.sink.messages[0].data
-    assert site.states("gtube") == {ALICE: State.RELEASED, BOB: State.HELD}
+    assert site.arrived(people.alice, people.bob) == [[people.alice]]
+    [released] = [m for m in site.sink.messages if m.rcpt_tos == [people.alice]]
+    assert b"X-Quarantine-Released" in released.data
+    assert site.states(gtube) == {people.alice: State.RELEASED, people.bob: State.HELD}
 
     browser.get(site.web.base + link)  # the same link again
     assert "already" in browser.find_element("id", "nothing-to-do").text
-    assert len(site.sink.messages) == 1
+    assert site.arrived(people.alice, people.bob) == [[people.alice]]
 
 
-def test_a_used_link_says_so_and_sends_nothing_again(site: Site) -> None:
-    site.sink.clear()
-    link = site.link("second", ALICE, "release")
+def test_a_used_link_says_so_and_sends_nothing_again(site: Site, people: People) -> None:
+    link = site.link(site.hold("gtube.eml", people.alice), people.alice, "release")
     client = Client(site.web.base)
     form = client.get(link).csrf()
     first = client.post(link, {"csrf": form, "action": "release"})
     assert first.status == 200 and "released" in first.text
     again = client.post(link, {"csrf": form, "action": "release"})
     assert again.status == 410 and "used already" in again.text
-    assert [m.rcpt_tos for m in site.sink.messages] == [[ALICE]]
+    assert site.arrived(people.alice) == [[people.alice]]
 
 
-def test_an_expired_link_is_refused(site: Site) -> None:
+def test_an_expired_link_is_refused(site: Site, people: People) -> None:
+    expiring = site.hold("gtube.eml", people.alice)
     past = datetime.now(UTC) - timedelta(hours=2)
-    link = site.link("expiring", ALICE, "release", now=past)
+    link = site.link(expiring, people.alice, "release", now=past)
     client = Client(site.web.base)
     answer = client.get(link)
     assert answer.status == 410 and "expired" in answer.text
     assert "csrf" not in answer.text  # no form to act with
-    assert site.states("expiring") == {ALICE: State.HELD}
+    assert site.states(expiring) == {people.alice: State.HELD}
 
 
-def test_a_link_previewer_fetching_with_get_releases_nothing(site: Site) -> None:
-    site.sink.clear()
-    link = site.link("previewed", ALICE, "release")
+def test_a_link_previewer_fetching_with_get_releases_nothing(site: Site, people: People) -> None:
+    previewed = site.hold("gtube.eml", people.alice)
+    link = site.link(previewed, people.alice, "release")
     for agent in ("Slackbot-LinkExpanding 1.0", "Microsoft Office/16.0 (SafeLinks)", "curl/8"):
         previewer = Client(site.web.base, user_agent=agent)
         assert previewer.get(link).status == 200
         assert previewer.get(link, method="HEAD").status in (200, 405)
-    assert site.sink.messages == []
-    assert site.states("previewed") == {ALICE: State.HELD}
+    assert site.arrived(people.alice) == []
+    assert site.states(previewed) == {people.alice: State.HELD}
 
 
-def test_a_post_without_the_pages_csrf_token_does_nothing(site: Site) -> None:
-    link = site.link("previewed", ALICE, "release")
+def test_a_post_without_the_pages_csrf_token_does_nothing(site: Site, people: People) -> None:
+    held = site.hold("gtube.eml", people.alice)
+    link = site.link(held, people.alice, "release")
     client = Client(site.web.base)
     client.get(link)
     for form in ({"action": "release"}, {"action": "release", "csrf": "forged"}):
@@ -322,46 +330,53 @@ def test_a_post_without_the_pages_csrf_token_does_nothing(site: Site) -> None:
         other_session.post(link, {"action": "release", "csrf": client.get(link).csrf()}).status
         == 403
     )
-    assert site.states("previewed") == {ALICE: State.HELD}
+    assert site.states(held) == {people.alice: State.HELD}
 
 
-def test_one_recipients_link_cannot_reach_another_recipients_copy(site: Site) -> None:
-    bob_list = site.link("", BOB, "list")
+def test_one_recipients_link_cannot_reach_another_recipients_copy(
+    site: Site, people: People
+) -> None:
+    bobs, alices_virus = site.hold("gtube.eml", people.bob), site.hold("eicar.eml", people.alice)
+    bob_list = site.link("", people.bob, "list")
     client = Client(site.web.base)
     listing = client.get(bob_list)
-    assert listing.status == 200 and BOB in listing.text
-    assert site.ids["other"] in listing.text and site.ids["eicar"] not in listing.text
+    assert listing.status == 200 and people.bob in listing.text
+    assert bobs in listing.text and alices_virus not in listing.text
     # alice's virus, through bob's list: the same answer as for no message at all
-    answer = client.get(f"{bob_list}/m/{site.ids['eicar']}")
+    answer = client.get(f"{bob_list}/m/{alices_virus}")
     assert answer.status == 404 and "EICAR" not in answer.text.upper()
     nothing = client.get(f"{bob_list}/m/no-such-id")
     assert nothing.status == 404
     # a token whose payload was edited to name bob is not ours any more
-    version, payload, signature = site.link("eicar", ALICE, "delete").split("/")[-1].split(".")
+    token = site.link(alices_virus, people.alice, "delete").split("/")[-1]
+    version, payload, signature = token.split(".")
     forged = Client(site.web.base).get(f"{PREFIX}/t/{version}.{payload[:-4]}AAAA.{signature}")
     assert forged.status == 403
 
 
-def test_a_virus_can_only_be_requested_and_the_admin_queue_shows_it(
-    site: Site, browser: Any
-) -> None:
-    browser.get(site.web.base + site.link("", ALICE, "list"))
+def test_a_virus_can_only_be_requested(site: Site, browser: Any, people: People) -> None:
+    eicar = site.hold("eicar.eml", people.alice)
+    browser.get(site.web.base + site.link("", people.alice, "list"))
     assert "Your held mail" in _text(browser)
     _shot(browser, "recipient-list")
-    browser.get(site.web.base + site.link("", ALICE, "list") + f"/m/{site.ids['eicar']}")
+    browser.get(site.web.base + site.link("", people.alice, "list") + f"/m/{eicar}")
     buttons = [b.text for b in browser.find_elements("css selector", "#actions button")]
     assert buttons == ["Ask an admin to release it", "Delete"]
     _click(browser, "do-request-release")
     assert "release requested" in _outcomes(browser)
-    assert site.states("eicar") == {ALICE: State.RELEASE_REQUESTED}
+    assert site.states(eicar) == {people.alice: State.RELEASE_REQUESTED}
+    assert site.arrived(people.alice) == []
 
 
 # --- the HTML preview ---------------------------------------------------------------------
 
 
-def test_html_spam_runs_no_script_and_loads_nothing_remote(site: Site, browser: Any) -> None:
+def test_html_spam_runs_no_script_and_loads_nothing_remote(
+    site: Site, browser: Any, people: People
+) -> None:
+    html = site.hold(HTML_SPAM, people.carol)
     browser.get_log("performance")  # start from an empty network log
-    browser.get(site.web.base + site.link("html", CAROL, "delete"))
+    browser.get(site.web.base + site.link(html, people.carol, "delete"))
     preview = browser.find_element("id", "html-preview")
     assert "Congratulations!" in preview.text and "won" in preview.text
     assert preview.find_elements("css selector", "script, img, iframe, a, link, style") == []
@@ -369,7 +384,8 @@ def test_html_spam_runs_no_script_and_loads_nothing_remote(site: Site, browser: 
     assert "http://phish.example/claim" in _text(browser)  # the link, as text
     browser.execute_script("arguments[0].scrollIntoView()", preview)
     _shot(browser, "preview-html")
-    urls = requested_urls(browser)
+    # a fresh browser also asks for the site's /favicon.ico once: its own request
+    urls = [url for url in requested_urls(browser) if url != site.web.base + "/favicon.ico"]
     assert urls, "the network log is empty: it would prove nothing"
     assert all(url.startswith(site.web.base + PREFIX) for url in urls), urls
 
@@ -387,60 +403,70 @@ def _log_in(browser: Any, site: Site, name: str = ADMIN, password: str = PASSWOR
 
 
 def test_admin_logs_in_searches_releases_for_one_recipient_and_sees_the_audit(
-    site: Site, browser: Any
+    site: Site, browser: Any, people: People
 ) -> None:
-    site.sink.clear()
+    alice, bob = people.alice, people.bob
+    gtube = site.hold("gtube.eml", alice, bob)
+    other = site.hold("gtube.eml", bob)
+    eicar = site.hold("eicar.eml", alice)
+    site.use_link(gtube, alice, "release")  # alice's copy, from her notice
+    site.use_link(eicar, alice, "request-release")
     browser.delete_all_cookies()
     browser.get(site.base + "/admin")
     assert browser.current_url.endswith("/quarantine/admin/login")
     _shot(browser, "admin-login")
     _log_in(browser, site)
     assert "Search" in _text(browser)
-    browser.find_element("name", "recipient").send_keys(BOB)
+    browser.find_element("name", "recipient").send_keys(bob)
     browser.find_element("css selector", "form.search button").click()
-    _arrived(browser, f"input[name=recipient][value='{BOB}']")
+    _arrived(browser, f"input[name=recipient][value='{bob}']")
     rows = browser.find_elements("css selector", "table.entries tbody tr")
     assert len(rows) == 2, _text(browser)  # gtube (bob still held) and other
+    links = browser.find_elements("css selector", "table.entries a[href*='/admin/m/']")
+    assert {a.get_attribute("href").rsplit("/", 1)[1] for a in links} == {gtube, other}
     _shot(browser, "admin-search")
-    browser.find_element("css selector", f"a[href$='/admin/m/{site.ids['gtube']}']").click()
+    browser.find_element("css selector", f"a[href$='/admin/m/{gtube}']").click()
     _arrived(browser, "table.copies")
-    assert site.ids["gtube"] in _text(browser)
-    browser.find_element("css selector", f"input[name=rcpt][value='{BOB}']").click()
+    assert gtube in _text(browser)
+    browser.find_element("css selector", f"input[name=rcpt][value='{bob}']").click()
     _shot(browser, "admin-message")
     _click(browser, "do-release")
     assert "released" in _outcomes(browser)
-    assert [m.rcpt_tos for m in site.sink.messages] == [[BOB]]
-    assert site.states("gtube") == {ALICE: State.RELEASED, BOB: State.RELEASED}
+    assert site.arrived(alice, bob) == [[alice], [bob]]
+    assert site.states(gtube) == {alice: State.RELEASED, bob: State.RELEASED}
 
-    browser.get(site.base + f"/admin/audit?mail_id={site.ids['gtube']}")
+    browser.get(site.base + f"/admin/audit?mail_id={gtube}")
     audit = browser.find_element("id", "audit").text
-    lines = [line for line in audit.splitlines() if BOB in line and "released" in line]
+    lines = [line for line in audit.splitlines() if bob in line and "released" in line]
     assert any(ADMIN in line and "web" in line for line in lines), audit
-    assert any(ALICE in line and "link" in line for line in audit.splitlines()), audit
+    assert any(alice in line and "link" in line for line in audit.splitlines()), audit
     _shot(browser, "admin-audit")
     browser.get(site.base + "/admin/audit")  # every message's changes, newest first
     everything = browser.find_element("id", "audit").text.splitlines()
-    assert any(BOB in line and "released" in line and ADMIN in line for line in everything)
+    assert any(bob in line and "released" in line and ADMIN in line for line in everything)
     browser.get(site.base + "/admin/requests")
-    assert site.ids["eicar"] in browser.page_source
+    assert eicar in browser.page_source
     _shot(browser, "admin-requests")
 
 
-def test_admin_pages_need_a_login_and_downloads_are_never_shown(site: Site, browser: Any) -> None:
+def test_admin_pages_need_a_login_and_downloads_are_never_shown(
+    site: Site, browser: Any, people: People
+) -> None:
+    eicar, html = site.hold("eicar.eml", people.alice), site.hold(HTML_SPAM, people.carol)
     anonymous = Client(site.web.base)
-    for path in ("/admin", "/admin/audit", f"/admin/m/{site.ids['eicar']}/download/message"):
+    for path in ("/admin", "/admin/audit", f"/admin/m/{eicar}/download/message"):
         answer = anonymous.get(PREFIX + path)
         assert answer.status == 303 and answer.headers["location"] == f"{PREFIX}/admin/login"
     _log_in(browser, site)
     admin = Client(site.web.base)
     for cookie in browser.get_cookies():
         admin.jar.set_cookie(_cookie(cookie))
-    download = admin.get(f"{PREFIX}/admin/m/{site.ids['eicar']}/download/message")
+    download = admin.get(f"{PREFIX}/admin/m/{eicar}/download/message")
     assert download.status == 200
     assert download.headers["content-type"] == "application/octet-stream"
     assert download.headers["content-disposition"].startswith("attachment;")
     assert b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE" in download.body
-    html_spam = f"{PREFIX}/admin/m/{site.ids['html']}"
+    html_spam = f"{PREFIX}/admin/m/{html}"
     parts = re.findall(r"/download/(p\d+)", admin.get(html_spam).text)
     assert len(parts) == 2  # the text and the HTML part (p001 is the message itself)
     downloads = [admin.get(f"{html_spam}/download/{part}") for part in parts]
@@ -513,11 +539,13 @@ def test_every_page_has_the_security_headers_and_a_strict_cookie(site: Site) -> 
     assert stripped.status == 200 and f'action="{PREFIX}/admin/login"' in stripped.text
 
 
-def test_the_page_works_on_a_phone_sized_screen(site: Site, browser: Any) -> None:
+def test_the_page_works_on_a_phone_sized_screen(site: Site, browser: Any, people: People) -> None:
+    site.hold("gtube.eml", people.alice)
     browser.set_window_size(390, 844)
     browser.delete_all_cookies()
     try:
-        browser.get(site.web.base + site.link("", ALICE, "list"))
+        browser.get(site.web.base + site.link("", people.alice, "list"))
+        assert "Test spam mail (GTUBE)" in _text(browser)
         width = browser.execute_script("return document.documentElement.scrollWidth")
         assert width <= 390
         _shot(browser, "phone-list")
@@ -525,18 +553,17 @@ def test_the_page_works_on_a_phone_sized_screen(site: Site, browser: Any) -> Non
         browser.set_window_size(1280, 900)
 
 
-def test_admin_bulk_delete_of_chosen_messages(site: Site, browser: Any) -> None:
+def test_admin_bulk_delete_of_chosen_messages(site: Site, browser: Any, people: People) -> None:
+    chosen = [site.hold("gtube.eml", people.alice) for _ in range(2)]
+    not_chosen = site.hold("gtube.eml", people.alice)
     _log_in(browser, site)
-    browser.get(site.base + f"/admin?recipient={ALICE}&state=held")
-    for name in ("expiring", "previewed"):
-        browser.find_element(
-            "css selector", f"input[name=mail_id][value='{site.ids[name]}']"
-        ).click()
+    browser.get(site.base + f"/admin?recipient={people.alice}&state=held")
+    for mail_id in chosen:
+        browser.find_element("css selector", f"input[name=mail_id][value='{mail_id}']").click()
     browser.find_element("css selector", "div.bulk button[value=delete]").click()
     assert _outcomes(browser).count("deleted") == 2
-    assert site.states("expiring") == {ALICE: State.DELETED}
-    assert site.states("previewed") == {ALICE: State.DELETED}
-    assert site.states("second") == {ALICE: State.RELEASED}  # not chosen, not touched
+    assert [site.states(mail_id) for mail_id in chosen] == [{people.alice: State.DELETED}] * 2
+    assert site.states(not_chosen) == {people.alice: State.HELD}
 
 
 def test_an_admin_logs_in_with_the_imap_password(site: Site, browser: Any) -> None:
@@ -578,13 +605,16 @@ os.execv(sys.argv[1], sys.argv[1:])
 """
 
 
-def test_the_page_works_under_memory_deny_write_execute(site: Site, tmp_path: Path) -> None:
+def test_the_page_works_under_memory_deny_write_execute(
+    site: Site, tmp_path: Path, people: People
+) -> None:
+    html = site.hold(HTML_SPAM, people.carol)
     wrapper = [sys.executable, "-c", MDWE_WRAPPER]
     with start_web(site.config, tmp_path, wrapper=wrapper) as web:
         client = Client(web.base, forwarded_for="192.0.2.99")
         form = client.get(PREFIX + "/admin/login").csrf()
         login = {"csrf": form, "name": ADMIN, "password": PASSWORD}  # argon2 (cffi)
         assert client.post(PREFIX + "/admin/login", login).status == 303
-        message = client.get(f"{PREFIX}/admin/m/{site.ids['html']}")  # nh3, the decoder
+        message = client.get(f"{PREFIX}/admin/m/{html}")  # nh3, the decoder
         assert message.status == 200 and "Congratulations!" in message.text
         assert "text/html" in message.text  # the part tree came from the decoder
