@@ -32,7 +32,7 @@ def serve(config: Config, listen: HostPort | None = None) -> int:
 
     from contentfilter.decode.workers import DecoderPool
     from contentfilter.quarantine import open_store
-    from contentfilter.web import admins
+    from contentfilter.web import admins, imap
     from contentfilter.web.app import build_app
     from contentfilter.web.context import Web
 
@@ -42,6 +42,8 @@ def serve(config: Config, listen: HostPort | None = None) -> int:
             "no admin accounts in %s: add one with `contentfilter web add-admin NAME`",
             config.web.admins_file,
         )
+    if config.web.imap.server is not None and config.web.imap.security != "plain":
+        imap.tls_context(config.web.imap)  # ConfigError if web.imap.ca_file is unusable
     address = listen or config.web.listen
     store = open_store(config.quarantine)
     decoder = DecoderPool(config.decoder)

@@ -23,9 +23,14 @@ class ImapLogin:
     security: Literal["starttls", "tls", "plain"] = "starttls"
     admins: tuple[str, ...] = ()  # the IMAP logins that may use the admin pages
     timeout: float = 10.0
+    # PEM file of the CA (or the server's own self-signed certificate) the server's
+    # certificate must chain to; empty: the system's CAs
+    ca_file: str = ""
 
     def __post_init__(self) -> None:
         schema.require_positive(self, "timeout")
+        if self.ca_file and not self.ca_file.startswith("/"):
+            raise ValueError(f"ca_file: expected an absolute path (got {self.ca_file!r})")
         if self.server is not None and not self.admins:
             raise ValueError("admins: name the IMAP logins that may use the admin pages")
         loopback = self.server is not None and self.server.host in ("127.0.0.1", "::1", "localhost")

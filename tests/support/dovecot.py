@@ -1,5 +1,6 @@
 """A private Dovecot IMAP server (Debian's dovecot-imapd) on a free loopback port, with
-its own passwd file: the web page's IMAP login is tested against a real server."""
+its own passwd file: the web page's IMAP login is tested against a real server. With
+certificates it also offers STARTTLS on that port and IMAP over TLS on a second one."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.certificates import Certificates
 from tests.support.net import free_port, stop_process, wait_until
 
 DOVECOT = "/usr/sbin/dovecot"
@@ -19,22 +21,42 @@ DOVECOT = "/usr/sbin/dovecot"
 
 @dataclass
 class Dovecot:
-    port: int
+    port: int  # IMAP, with STARTTLS when the server has certificates
     log: Path
+    tls_port: int = 0  # IMAP over TLS (imaps); 0: none
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def tls_address(self) -> str:
+        assert self.tls_port, "this Dovecot has no certificate"
+        return f"127.0.0.1:{self.tls_port}"
 
-def _config(directory: Path, port: int) -> str:
+    def logins(self) -> list[str]:
+        """The log's lines of successful logins (they say `TLS` for a TLS connection)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return [line for line in text.splitlines() if "imap-login: Info: Login: " in line]
+
+
+def _tls_settings(certificates: Certificates | None) -> str:
+    if certificates is None:
+        return "ssl = no"
+    return f"""ssl = yes
+ssl_cert = <{certificates.certificate}
+ssl_key = <{certificates.key}
+ssl_dh = </usr/share/dovecot/dh.pem"""
+
+
+def _config(directory: Path, port: int, tls_port: int, certificates: Certificates | None) -> str:
     return f"""
 base_dir = {directory}/run
 state_dir = {directory}/state
 log_path = {directory}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{_tls_settings(certificates)}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_login_user = dovenull
@@ -54,22 +76,26 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 """
 
 
 @contextmanager
-def start_dovecot(users: dict[str, str]) -> Iterator[Dovecot]:
-    """Dovecot with these users (name -> password) until the block ends."""
+def start_dovecot(
+    users: dict[str, str], certificates: Certificates | None = None
+) -> Iterator[Dovecot]:
+    """Dovecot with these users (name -> password) until the block ends; with
+    `certificates`, STARTTLS and IMAP over TLS with them."""
     directory = Path(tempfile.mkdtemp(prefix="contentfilter-dovecot-"))
     directory.chmod(0o755)  # its login processes run as dovenull
-    port = free_port()
+    port, tls_port = free_port(), free_port() if certificates else 0
     (directory / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()))
     (directory / "passwd").chmod(0o644)
     config = directory / "dovecot.conf"
-    config.write_text(_config(directory, port))
+    config.write_text(_config(directory, port, tls_port, certificates))
     log = directory / "dovecot.log"
     with open(directory / "stderr.log", "wb") as stderr:
         process = subprocess.Popen(
@@ -82,7 +108,7 @@ def start_dovecot(users: dict[str, str]) -> Iterator[Dovecot]:
 
     try:
         wait_until(greets, "dovecot", 30, process, directory / "stderr.log")
-        yield Dovecot(port, log)
+        yield Dovecot(port, log, tls_port)
     finally:
         stop_process(process)
         shutil.rmtree(directory, ignore_errors=True)

@@ -191,6 +191,7 @@ def test_search_form_to_query() -> None:
         ({"server": "127.0.0.1:143"}, "admins: name the IMAP logins"),
         ({"server": "mail.example.com:143", "security": "plain", "admins": ["a"]}, "clear"),
         ({"server": "127.0.0.1:143", "security": "ssl", "admins": ["a"]}, "must be one of"),
+        ({"server": "127.0.0.1:993", "ca_file": "ca.pem", "admins": ["a"]}, "absolute path"),
     ],
 )
 def test_imap_login_settings_are_checked(imap: dict[str, object], message: str) -> None:
@@ -198,3 +199,16 @@ def test_imap_login_settings_are_checked(imap: dict[str, object], message: str) 
 
     with pytest.raises(ConfigError, match=message):
         from_mapping({"web": {"imap": imap}})
+
+
+def test_an_unusable_imap_ca_file_stops_the_page_naming_the_key(tmp_path: Path) -> None:
+    from contentfilter.config import from_mapping
+    from contentfilter.web import imap
+
+    broken = tmp_path / "ca.pem"
+    broken.write_text("not a certificate\n")
+    for ca_file in (tmp_path / "missing.pem", broken):
+        web = {"imap": {"server": "127.0.0.1:993", "ca_file": str(ca_file), "admins": ["a"]}}
+        settings = from_mapping({"web": web}).web.imap
+        with pytest.raises(ConfigError, match=r"web\.imap\.ca_file: cannot load CA certificates"):
+            imap.tls_context(settings)
