@@ -4,12 +4,9 @@ records or refuses (fault injection) and scanners given as results; single-use t
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -25,7 +22,6 @@ from contentfilter.model import (
 )
 from contentfilter.quarantine import (
     Entry,
-    HeldRecipient,
     QuarantineStore,
     State,
     Via,
@@ -34,11 +30,9 @@ from contentfilter.quarantine import (
     tokens,
 )
 from contentfilter.quarantine.actions import Actor, Result
-from contentfilter.quarantine.postgres import PostgresStore
-from contentfilter.quarantine.sqlite import SqliteStore
 from contentfilter.relay import Delivery, RecipientResult
 from tests.support.messages import added_headers
-from tests.support.postgres import PostgresServer
+from tests.support.quarantine import held
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 RAW = (
@@ -48,20 +42,6 @@ RAW = (
 ALICE = Actor("alice", Via.CLI, "/dev/pts/1 on mx")
 KEY = b"k" * 32
 CONFIG = config.from_mapping({"server": {"hostname": "mx.example.com"}})
-_names = itertools.count()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[QuarantineStore]:
-    if request.param == "sqlite":
-        opened: QuarantineStore = SqliteStore(tmp_path / "quarantine")
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        opened = PostgresStore(server.create_database(f"actions_{os.getpid()}_{next(_names)}"))
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 class NextHop:
@@ -100,16 +80,13 @@ CLEAN = Scanners()
 
 
 async def kept(store: QuarantineStore, *recipients: str, mail_id: str = "relTest00001") -> Entry:
-    entry = Entry(
-        mail_id=mail_id,
+    entry = held(
+        mail_id,
+        *recipients,
         stored=NOW,
         category="spam",
         reason="SPAM",
-        findings=(),
         sender="alice@sender.example",
-        recipients=tuple(
-            HeldRecipient(r, State.HELD, NOW) for r in (recipients or ("bob@example.com",))
-        ),
         subject="offer",
         host="mx.example.com",
     )
@@ -337,15 +314,7 @@ async def test_a_link_tempfailed_by_the_next_hop_works_again(store: QuarantineSt
 
 
 async def test_a_virus_is_not_released_by_link_only_asked_for(store: QuarantineStore) -> None:
-    entry = Entry(
-        mail_id="relTest00001",
-        stored=NOW,
-        category="virus",
-        reason="INFECTED: Eicar-Test-Signature",
-        findings=(),
-        sender="alice@sender.example",
-        recipients=(HeldRecipient("bob@example.com", State.HELD, NOW),),
-    )
+    entry = held("relTest00001", stored=NOW, sender="alice@sender.example")
     await store.put(entry, RAW)
     hop = NextHop()
     with pytest.raises(TokenError) as caught:
@@ -373,17 +342,15 @@ NOTICES = config.from_mapping(
 
 async def test_digest_runs_send_each_item_once_and_retry_failures(store: QuarantineStore) -> None:
     for number, category in enumerate(["virus", "spam"]):
-        entry = Entry(
-            mail_id=f"notice{number:06d}",
+        entry = held(
+            f"notice{number:06d}",
+            "bob@example.com",
+            "team@lists.example",
             stored=NOW - timedelta(minutes=5 - number),
+            changed=NOW,
             category=category,
             reason=category.upper(),
-            findings=(),
             sender="alice@sender.example",
-            recipients=(
-                HeldRecipient("bob@example.com", State.HELD, NOW),
-                HeldRecipient("team@lists.example", State.HELD, NOW),
-            ),
             subject=f"message {number}",
         )
         await store.put(entry, RAW)

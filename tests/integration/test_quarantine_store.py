@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import multiprocessing
 import os
 import stat
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,8 +16,6 @@ import pytest
 
 from contentfilter.errors import QuarantineError
 from contentfilter.quarantine import (
-    Entry,
-    HeldRecipient,
     QuarantineStore,
     Query,
     State,
@@ -27,55 +25,29 @@ from contentfilter.quarantine import (
 from contentfilter.quarantine.postgres import PostgresStore
 from contentfilter.quarantine.settings import QuarantineSettings
 from contentfilter.quarantine.sqlite import SqliteStore
-from tests.support.postgres import PostgresServer
+from tests.support.quarantine import held
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 RAW = b"From: a@example.org\r\nSubject: hello\r\n\r\n" + b"X5O!P%@AP body line\r\n" * 200
 _names = itertools.count()
 
 
-def entry(
-    mail_id: str,
-    *recipients: str,
-    category: str = "virus",
-    stored: datetime = NOW,
-    sender: str = "alice@example.org",
-    subject: str = "hello",
-) -> Entry:
-    return Entry(
-        mail_id=mail_id,
-        stored=stored,
-        category=category,
-        reason="INFECTED: Eicar-Test-Signature",
-        findings=("clamav: Eicar-Test-Signature in p001",),
-        sender=sender,
-        recipients=tuple(
-            HeldRecipient(r, State.HELD, stored) for r in (recipients or ("bob@example.com",))
-        ),
-        subject=subject,
-        from_header="Alice <alice@example.org>",
-        message_id="<m1@example.org>",
-        size=len(RAW),
-        client_address="203.0.113.5",
-        policy_bank="ORIGINATING",
-        host="mx1.example.com",
-        log_id="12345-01",
-        queue_id="4AbCd1",
-        spam_score=1.5,
-    )
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[QuarantineStore]:
-    if request.param == "sqlite":
-        opened: QuarantineStore = SqliteStore(tmp_path / "quarantine")
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        opened = PostgresStore(server.create_database(f"store_{os.getpid()}_{next(_names)}"))
-    try:
-        yield opened
-    finally:
-        await opened.close()
+# every column filled, so that a store that loses one fails the first test
+entry = functools.partial(
+    held,
+    stored=NOW,
+    findings=("clamav: Eicar-Test-Signature in p001",),
+    subject="hello",
+    from_header="Alice <alice@example.org>",
+    message_id="<m1@example.org>",
+    size=len(RAW),
+    client_address="203.0.113.5",
+    policy_bank="ORIGINATING",
+    host="mx1.example.com",
+    log_id="12345-01",
+    queue_id="4AbCd1",
+    spam_score=1.5,
+)
 
 
 async def test_a_stored_message_comes_back_with_every_field(store: QuarantineStore) -> None:
