@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.net import free_port, smtp_greeting, stop_group, wait_until
+from tests.support.net import SmtpDaemon, free_port, smtp_daemon
 
 DEBIAN_CONF = Path("/etc/amavis/conf.d")
 DAEMON_USER = "amavis"
@@ -122,23 +121,6 @@ def _spamd_client(spamd_port: int) -> list[str]:
     ]
 
 
-@dataclass
-class Amavis:
-    """A running private amavisd-new."""
-
-    port: int
-    home: Path
-    process: subprocess.Popen[bytes]
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-
 def _prepare_home(home: Path) -> None:
     if home.exists():
         shutil.rmtree(home)
@@ -153,34 +135,17 @@ def _prepare_home(home: Path) -> None:
 @contextlib.contextmanager
 def start_amavis(
     workdir: Path, settings: AmavisSettings, timeout: float = 180.0
-) -> Iterator[Amavis]:
+) -> Iterator[SmtpDaemon]:
     """amavisd-new in the foreground on a free port; stopped on exit."""
     home = workdir / f"amavis-{settings.mode}"
     _prepare_home(home)
     port = free_port()
     conf = workdir / f"amavisd-{settings.mode}.conf"
     conf.write_text(config_text(settings, home, port))
-    stderr_path = workdir / f"amavisd-{settings.mode}.stderr"
-    with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(
-            ["/usr/sbin/amavisd", "-c", str(conf), "foreground"],
-            stdout=stderr,
-            stderr=stderr,
-            cwd=home,
-            start_new_session=True,
-        )
-    amavis = Amavis(port, home, process)
-    try:
-        wait_until(
-            lambda: smtp_greeting("127.0.0.1", port).startswith(b"220"),
-            "amavisd-new",
-            timeout,
-            process,
-            stderr_path,
-        )
+    argv = ["/usr/sbin/amavisd", "-c", str(conf), "foreground"]
+    log = workdir / f"amavisd-{settings.mode}.stderr"
+    with smtp_daemon("amavisd-new", argv, port, log, timeout, cwd=home, forks=True) as amavis:
         yield amavis
-    finally:
-        stop_group(process)  # its forked helpers too
 
 
 def _clamd_endpoint(clamd: str) -> str:

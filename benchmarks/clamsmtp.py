@@ -15,12 +15,10 @@ directory and a free loopback port: the system's clamsmtp service and its
 from __future__ import annotations
 
 import contextlib
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.net import free_port, smtp_greeting, stop_process, wait_until
+from tests.support.net import SmtpDaemon, free_port, smtp_daemon
 
 CLAMSMTPD = Path("/usr/sbin/clamsmtpd")
 MAX_CONNECTIONS = 64  # clamsmtpd's default; above every concurrency of the run
@@ -41,46 +39,16 @@ def config_text(home: Path, port: int, sink_port: int, clamd_socket: str) -> str
     )
 
 
-@dataclass
-class ClamSmtp:
-    port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-
 @contextlib.contextmanager
 def start_clamsmtp(
     workdir: Path, sink_port: int, clamd_socket: str, timeout: float = 30.0
-) -> Iterator[ClamSmtp]:
+) -> Iterator[SmtpDaemon]:
     """clamsmtpd in the foreground on a free port; stopped on exit."""
     home = workdir / "clamsmtp"
     (home / "tmp").mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = home / "clamsmtpd.conf"
     conf.write_text(config_text(home, port, sink_port, clamd_socket))
-    log = home / "clamsmtpd.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [str(CLAMSMTPD), "-d", "0", "-f", str(conf), "-p", str(home / "clamsmtpd.pid")],
-            stdout=output,
-            stderr=output,
-            start_new_session=True,
-        )
-    try:
-        wait_until(
-            lambda: smtp_greeting("127.0.0.1", port).startswith(b"220"),
-            "clamsmtpd",
-            timeout,
-            process,
-            log,
-        )
-        yield ClamSmtp(port, process)
-    finally:
-        stop_process(process)
+    argv = [str(CLAMSMTPD), "-d", "0", "-f", str(conf), "-p", str(home / "clamsmtpd.pid")]
+    with smtp_daemon("clamsmtpd", argv, port, home / "clamsmtpd.log", timeout) as clamsmtp:
+        yield clamsmtp

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.net import free_port, smtp_greeting, stop_group, wait_until
+from tests.support.net import SmtpDaemon, free_port, smtp_daemon
 
 VERSION = "1.7.0"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "contentfilter-bench"
@@ -132,25 +131,10 @@ format=%(asctime)s %(name)s %(levelname)s %(message)s
 """
 
 
-@dataclass
-class Fuglu:
-    """A running private fuglu."""
-
-    port: int
-    home: Path
-    process: subprocess.Popen[bytes]
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-
 @contextlib.contextmanager
-def start_fuglu(workdir: Path, settings: FugluSettings, timeout: float = 120.0) -> Iterator[Fuglu]:
+def start_fuglu(
+    workdir: Path, settings: FugluSettings, timeout: float = 120.0
+) -> Iterator[SmtpDaemon]:
     """fuglu in the foreground on a free port; stopped on exit."""
     home = workdir / f"fuglu-{settings.mode}"
     for sub in ("tmp", "conf.d"):
@@ -160,39 +144,22 @@ def start_fuglu(workdir: Path, settings: FugluSettings, timeout: float = 120.0) 
     conf.write_text(config_text(settings, home, port))
     logging_conf = home / "logging.conf"
     logging_conf.write_text(logging_text(home))
+    argv = [
+        str(python()),
+        "-m",
+        "fuglu",
+        "--foreground",
+        "--config",
+        str(conf),
+        "--configdir",
+        str(home / "conf.d"),
+        "--logconfig",
+        str(logging_conf),
+        "--pidfile",
+        str(home / "fuglu.pid"),
+        "--baseloglevel",
+        "INFO",
+    ]
     stderr_path = home / "fuglu.stderr"
-    with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(
-            [
-                str(python()),
-                "-m",
-                "fuglu",
-                "--foreground",
-                "--config",
-                str(conf),
-                "--configdir",
-                str(home / "conf.d"),
-                "--logconfig",
-                str(logging_conf),
-                "--pidfile",
-                str(home / "fuglu.pid"),
-                "--baseloglevel",
-                "INFO",
-            ],
-            stdout=stderr,
-            stderr=stderr,
-            cwd=home,
-            start_new_session=True,
-        )
-    fuglu = Fuglu(port, home, process)
-    try:
-        wait_until(
-            lambda: smtp_greeting("127.0.0.1", port).startswith(b"220"),
-            "fuglu",
-            timeout,
-            process,
-            stderr_path,
-        )
+    with smtp_daemon("fuglu", argv, port, stderr_path, timeout, cwd=home, forks=True) as fuglu:
         yield fuglu
-    finally:
-        stop_group(process)  # its forked helpers too

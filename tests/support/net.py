@@ -9,7 +9,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -174,3 +175,46 @@ def stop_group(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
+
+
+@dataclass
+class SmtpDaemon:
+    """A daemon started by `smtp_daemon`, listening on 127.0.0.1:`port`."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@contextlib.contextmanager
+def smtp_daemon(
+    name: str,
+    argv: Sequence[str],
+    port: int,
+    log: Path,
+    timeout: float,
+    *,
+    cwd: Path | None = None,
+    forks: bool = False,
+) -> Iterator[SmtpDaemon]:
+    """Run `argv` in a session of its own (output in `log`) until the block ends, from
+    when it greets with 220 on 127.0.0.1:`port`; a daemon that `forks` helpers is
+    stopped with its whole group."""
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            list(argv), stdout=output, stderr=output, cwd=cwd, start_new_session=True
+        )
+    try:
+        wait_until(
+            lambda: smtp_greeting("127.0.0.1", port).startswith(b"220"), name, timeout, process, log
+        )
+        yield SmtpDaemon(port, process)
+    finally:
+        (stop_group if forks else stop_process)(process)
