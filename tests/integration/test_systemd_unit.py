@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from tests.support.client import send
 from tests.support.daemons import Clamd, FilterFactory, filter_command
 from tests.support.messages import EICAR, clean
 from tests.support.mimegen import attachment, with_attachments, zip_archive
+from tests.support.sandbox import WITHOUT_WRITE_EXECUTE
 from tests.support.sink import CaptureSink
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,26 +102,10 @@ def test_the_unit_is_type_notify_reloads_with_sighup_and_has_a_watchdog() -> Non
     assert settings["ExecStart"][0].startswith("/opt/contentfilter/.venv/bin/contentfilter serve ")
 
 
-# prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN): the kernel's form of systemd's
-# MemoryDenyWriteExecute=yes; it holds across exec and for every child (the decoder).
-MDWE_WRAPPER = """
-import ctypes, mmap, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-if libc.prctl(65, 1, 0, 0, 0) != 0:
-    sys.exit(f"prctl(PR_SET_MDWE): errno {ctypes.get_errno()}")
-try:
-    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-    sys.exit("a writable and executable mapping was allowed")
-except OSError:
-    pass
-os.execv(sys.argv[1], sys.argv[1:])
-"""
-
-
 def test_the_filter_decodes_and_scans_with_write_execute_memory_denied(
     filter_factory: FilterFactory, sink: CaptureSink, clamd: Clamd
 ) -> None:
-    process = filter_factory(clamd=clamd.address, wrapper=[sys.executable, "-c", MDWE_WRAPPER])
+    process = filter_factory(clamd=clamd.address, wrapper=WITHOUT_WRITE_EXECUTE)
     zipped = with_attachments(
         attachment(zip_archive({"docs/eicar.com": EICAR}), "report.zip", "application/zip")
     )
@@ -141,7 +125,7 @@ def test_the_digest_runs_with_write_execute_memory_denied(tmp_path: Path) -> Non
     config.write_text(f"quarantine: {{directory: '{store}'}}\n")
     digest = [*filter_command(), "quarantine", "digest", "-c", str(config)]
     done = subprocess.run(
-        [sys.executable, "-c", MDWE_WRAPPER, *digest],
+        [*WITHOUT_WRITE_EXECUTE, *digest],
         capture_output=True,
         text=True,
         timeout=120,

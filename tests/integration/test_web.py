@@ -16,7 +16,6 @@ import itertools
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from tests.support.client import send
 from tests.support.daemons import CaptureSink, Clamd, Spamd, filter_command, start_filter
 from tests.support.dovecot import Dovecot, start_dovecot
 from tests.support.net import free_port
+from tests.support.sandbox import WITHOUT_WRITE_EXECUTE
 from tests.support.webpage import Client, WebProcess, start_web
 
 REPO = Path(__file__).resolve().parents[2]
@@ -588,29 +588,11 @@ def test_imap_logins_that_are_refused(site: Site, name: str, password: str) -> N
     assert answer.status == 403 and "Wrong name or password" in answer.text
 
 
-# prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN): the kernel's form of systemd's
-# MemoryDenyWriteExecute=yes (config/contentfilter-web.service); it holds across exec
-# and for every child (the decoder workers).
-MDWE_WRAPPER = """
-import ctypes, mmap, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-if libc.prctl(65, 1, 0, 0, 0) != 0:
-    sys.exit(f"prctl(PR_SET_MDWE): errno {ctypes.get_errno()}")
-try:
-    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-    sys.exit("a writable and executable mapping was allowed")
-except OSError:
-    pass
-os.execv(sys.argv[1], sys.argv[1:])
-"""
-
-
 def test_the_page_works_under_memory_deny_write_execute(
     site: Site, tmp_path: Path, people: People
 ) -> None:
     html = site.hold(HTML_SPAM, people.carol)
-    wrapper = [sys.executable, "-c", MDWE_WRAPPER]
-    with start_web(site.config, tmp_path, wrapper=wrapper) as web:
+    with start_web(site.config, tmp_path, wrapper=WITHOUT_WRITE_EXECUTE) as web:
         client = Client(web.base, forwarded_for="192.0.2.99")
         form = client.get(PREFIX + "/admin/login").csrf()
         login = {"csrf": form, "name": ADMIN, "password": PASSWORD}  # argon2 (cffi)
