@@ -5,8 +5,6 @@ failed is sent on the next run."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
 from email.message import EmailMessage
 from pathlib import Path
@@ -16,6 +14,7 @@ from tests.integration.test_quarantine_release import banned_name, filter_config
 from tests.support import messages
 from tests.support.client import send
 from tests.support.daemons import CaptureSink, Clamd, FilterFactory, Spamd
+from tests.support.messages import parsed, text_body
 from tests.support.sink import Transaction
 
 KEY = "an example link key of 32 bytes or more"
@@ -37,24 +36,12 @@ def notices_section() -> str:
     )
 
 
-def parsed(transaction: Transaction) -> EmailMessage:
-    message = email.message_from_bytes(transaction.data, policy=email.policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
-
-
-def text(message: EmailMessage) -> str:
-    content = message.get_content()
-    assert isinstance(content, str)
-    return content
-
-
 def by_recipient(arrived: list[Transaction]) -> dict[str, list[EmailMessage]]:
     found: dict[str, list[EmailMessage]] = {}
     for transaction in arrived:
         assert transaction.mail_from == "quarantine@recipient.example"
         for rcpt in transaction.rcpt_tos:
-            found.setdefault(rcpt, []).append(parsed(transaction))
+            found.setdefault(rcpt, []).append(parsed(transaction.data))
     return found
 
 
@@ -85,7 +72,8 @@ def test_notices_and_digests_arrive_once_and_failures_are_sent_next_time(
 
     [admin] = arrived[ADMIN]
     assert admin["Subject"].startswith("Quarantined virus: INFECTED: Eicar-Test-Signature")
-    assert "Invoice 42" in text(admin) and "contentfilter quarantine release " in text(admin)
+    admin_text = text_body(admin)
+    assert "Invoice 42" in admin_text and "contentfilter quarantine release " in admin_text
 
     subjects = sorted(m["Subject"] for m in arrived[BOB])
     assert subjects == [
@@ -93,7 +81,7 @@ def test_notices_and_digests_arrive_once_and_failures_are_sent_next_time(
         "A message for you was held: Invoice 42",
     ]
     for notice in arrived[BOB]:
-        claims = links(text(notice))
+        claims = links(text_body(notice))
         assert {c.recipient for c in claims} == {BOB}
         expected = ["release", "release-allow", "delete"]
         if "Invoice" in notice["Subject"]:
@@ -106,7 +94,7 @@ def test_notices_and_digests_arrive_once_and_failures_are_sent_next_time(
     arrived = by_recipient(sink.wait_for(4))
     [digest] = arrived[CAROL]
     assert digest["Subject"] == "Held for you: 2 new message(s) in the quarantine"
-    body = text(digest)
+    body = text_body(digest)
     assert "* Invoice 42" in body and "* Cheap watches" in body
     claims = links(body)
     assert {c.recipient for c in claims} == {CAROL}

@@ -7,9 +7,11 @@ Message-ID, Subject) so no MTA on the way has a reason to add or rewrite any.
 from __future__ import annotations
 
 import base64
+import email
 import email.parser
 import email.policy
 import uuid
+from email.message import EmailMessage
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -117,3 +119,17 @@ def header_value(message_bytes: bytes, name: str) -> str | None:
     if value is None:
         return None
     return " ".join(str(value).split())
+
+
+def parsed(raw: bytes) -> EmailMessage:
+    """The message as the standard library's modern API reads it."""
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def text_body(message: EmailMessage) -> str:
+    """The decoded text of a single-part text message."""
+    content = message.get_content()
+    assert isinstance(content, str)
+    return content

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -14,6 +12,7 @@ import pytest
 
 from contentfilter.bounce import FailedRecipient, build_dsn, dsn_subject, should_send_dsn
 from contentfilter.model import ContentsCategory
+from tests.support.messages import parsed
 
 C = ContentsCategory
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
@@ -53,12 +52,6 @@ def dsn(
     return build_dsn(original=original, header_end=end, failed=failed, **arguments)
 
 
-def parse(raw: bytes) -> EmailMessage:
-    message = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
-
-
 def parts(message: EmailMessage) -> list[EmailMessage]:
     payload = message.get_payload()
     assert isinstance(payload, list)
@@ -73,7 +66,7 @@ def status_blocks(message: EmailMessage) -> list[Message]:
 
 def test_dsn_structure() -> None:
     raw = dsn()
-    message = parse(raw)
+    message = parsed(raw)
     assert message.get_content_type() == "multipart/report"
     assert message.get_param("report-type") == "delivery-status"
     assert message["From"] == "MAILER-DAEMON@mx.example.com"
@@ -102,7 +95,7 @@ def test_delivery_status_fields() -> None:
         ("b@y", "rfc822;b+2Btag@y", *REJECT),
         ("c@z", None, 554, "5.7.0", "Reject, id=12345-01 - BANNED: invoice.exe"),
     ]
-    message = parse(dsn(failed, envid="QQ+2B314"))
+    message = parsed(dsn(failed, envid="QQ+2B314"))
     per_message, first, second = status_blocks(message)
     assert per_message["Reporting-MTA"] == "dns; mx.example.com"
     assert per_message["Arrival-Date"] == "Tue, 02 Jan 2024 03:04:05 +0000"
@@ -123,7 +116,7 @@ def test_delivery_status_fields() -> None:
 def test_headers_part_never_carries_the_body() -> None:
     raw = dsn()
     assert EICAR not in raw
-    returned = parts(parse(raw))[2].get_payload(decode=True)
+    returned = parts(parsed(raw))[2].get_payload(decode=True)
     assert isinstance(returned, bytes)
     assert returned == b"Return-Path: <a@x>\r\n" + HEADER
 
@@ -141,11 +134,11 @@ def test_headers_part_is_the_header_section_only(original: bytes, header_end: in
     raw = dsn(original=original, header_end=header_end)
     assert EICAR not in raw
     assert re.search(rb"(?<!\r)\n", raw) is None
-    assert parts(parse(raw))[2].get_content_type() == "text/rfc822-headers"
+    assert parts(parsed(raw))[2].get_content_type() == "text/rfc822-headers"
 
 
 def test_explanation_text() -> None:
-    text = parts(parse(dsn()))[0].get_content().replace("\r\n", "\n")
+    text = parts(parsed(dsn()))[0].get_content().replace("\r\n", "\n")
     assert text.startswith("VIRUS ALERT\n")
     assert "<b@y>: 554 5.7.0 Reject, id=12345-01 - INFECTED: Eicar-Test-Signature" in text
     assert "Reason: INFECTED: Eicar-Test-Signature" in text
@@ -163,14 +156,14 @@ def test_non_ascii_subject_and_names() -> None:
         details=["application/x-msdownload,.exe,счёт.exe"],
     )
     assert raw.isascii()
-    message = parse(raw)
+    message = parsed(raw)
     assert message["Subject"] == "BANNED contents from you (application/x-msdownload,.exe,счёт.exe)"
     assert "  Subject: Счёт" in parts(message)[0].get_content()
 
 
 def test_utf8_header_section_is_message_global_headers() -> None:
     original = HEADER.replace(b"Subject: Invoice", "Subject: Счёт".encode()) + b"\r\n" + EICAR
-    message = parse(dsn(original=original, header_end=len(HEADER) + 4))
+    message = parsed(dsn(original=original, header_end=len(HEADER) + 4))
     assert parts(message)[2].get_content_type() == "message/global-headers"  # RFC 6533
     assert message["Content-Transfer-Encoding"] == "8bit"
 
@@ -178,7 +171,7 @@ def test_utf8_header_section_is_message_global_headers() -> None:
 def test_dsn_is_deterministic_and_from_is_settable() -> None:
     assert dsn() == dsn()
     assert dsn() != dsn(log_id="12345-02")
-    message = parse(
+    message = parsed(
         dsn(from_address="postmaster@mx.example.com", mail_id="aBc", category=None, details=())
     )
     assert message["From"] == "postmaster@mx.example.com"

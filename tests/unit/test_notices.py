@@ -3,17 +3,15 @@ for that recipient and action only, values from hostile mail kept in their place
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
 from contentfilter import config
 from contentfilter.quarantine import Entry, HeldRecipient, State, notify, tokens
+from tests.support.messages import parsed, text_body
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 KEY = "0123456789abcdef0123456789abcdef"
@@ -48,18 +46,6 @@ def entry(mail_id: str = "3kQhc2Lx0a9T", category: str = "spam", **fields: objec
     return Entry(**values)  # type: ignore[arg-type]
 
 
-def parsed(raw: bytes) -> EmailMessage:
-    message = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
-
-
-def body(message: EmailMessage) -> str:
-    content = message.get_content()
-    assert isinstance(content, str)
-    return content
-
-
 def links(text: str) -> list[str]:
     return re.findall(r"https://quarantine\.example\.com/t/(\S+)", text)
 
@@ -71,7 +57,7 @@ def test_admin_notice_names_the_quarantine_id_and_the_findings() -> None:
     assert message["From"] == "postmaster@mx.example.com"
     assert message["Subject"] == "Quarantined virus: INFECTED: Eicar-Test-Signature"
     assert message["Auto-Submitted"] == "auto-generated"
-    text = body(message)
+    text = text_body(message)
     assert "Quarantine id: 3kQhc2Lx0a9T" in text
     assert "spamassassin: GTUBE=1000" in text
     assert "contentfilter quarantine release 3kQhc2Lx0a9T" in text
@@ -80,7 +66,7 @@ def test_admin_notice_names_the_quarantine_id_and_the_findings() -> None:
 def test_recipient_notice_has_one_link_per_action_for_that_recipient() -> None:
     message = parsed(notify.recipient_notice(settings(), entry(), "bob@example.com", NOW))
     assert message["Subject"] == "A message for you was held: Cheap watches"
-    text = body(message)
+    text = text_body(message)
     assert "Quarantine id: 3kQhc2Lx0a9T" in text
     claims = [tokens.verify(KEY.encode(), t, now=NOW) for t in links(text)]
     assert [c.action for c in claims] == ["release", "release-allow", "delete"]
@@ -89,7 +75,9 @@ def test_recipient_notice_has_one_link_per_action_for_that_recipient() -> None:
 
 
 def test_a_virus_gets_a_request_link_not_a_release_link() -> None:
-    text = body(parsed(notify.recipient_notice(settings(), entry(category="virus"), "b@x.y", NOW)))
+    text = text_body(
+        parsed(notify.recipient_notice(settings(), entry(category="virus"), "b@x.y", NOW))
+    )
     assert [tokens.verify(KEY.encode(), t, now=NOW).action for t in links(text)] == [
         "request-release",
         "delete",
@@ -98,7 +86,7 @@ def test_a_virus_gets_a_request_link_not_a_release_link() -> None:
 
 def test_without_links_the_notice_says_whom_to_ask() -> None:
     plain = config.from_mapping({"server": {"hostname": "mx.example.com"}})
-    text = body(parsed(notify.recipient_notice(plain, entry(), "bob@example.com", NOW)))
+    text = text_body(parsed(notify.recipient_notice(plain, entry(), "bob@example.com", NOW)))
     assert "Ask your postmaster, giving the quarantine id 3kQhc2Lx0a9T." in text
     assert "/t/" not in text
 
@@ -107,7 +95,7 @@ def test_digest_lists_each_item_and_a_link_to_the_whole_list() -> None:
     items = [entry("AAAAAAAAAAA1", subject="First"), entry("AAAAAAAAAAA2", subject="Second")]
     message = parsed(notify.digest(settings(), "bob@example.com", items, NOW))
     assert message["Subject"] == "Held for you: 2 new message(s) in the quarantine"
-    text = body(message)
+    text = text_body(message)
     assert text.index("* First") < text.index("* Second")
     claims = [tokens.verify(KEY.encode(), t, now=NOW) for t in links(text)]
     assert [c.mail_id for c in claims] == ["AAAAAAAAAAA1"] * 3 + ["AAAAAAAAAAA2"] * 3 + [""]
@@ -120,7 +108,7 @@ def test_hostile_values_stay_in_their_line() -> None:
     message = parsed(raw)
     assert message["Bcc"] is None
     assert message["Subject"] == "A message for you was held: Hi Bcc: victim@example.net fake body"
-    assert "Subject:    Hi Bcc: victim@example.net fake body" not in body(message)
+    assert "Subject:    Hi Bcc: victim@example.net fake body" not in text_body(message)
     assert b"\r\nBcc:" not in raw
 
 
@@ -129,7 +117,7 @@ def test_an_admin_template_directory_overrides_only_what_it_holds(tmp_path: Path
     custom = settings(templates=str(tmp_path))
     message = parsed(notify.recipient_notice(custom, entry(), "bob@example.com", NOW))
     assert message["Subject"] == "Held: Cheap watches"
-    assert body(message).rstrip() == "Id 3kQhc2Lx0a9T, $unknown"
+    assert text_body(message).rstrip() == "Id 3kQhc2Lx0a9T, $unknown"
     admin = parsed(notify.admin_notice(custom, entry(), ["p@example.com"]))
     assert admin["Subject"].startswith("Quarantined spam")  # the shipped one
 
