@@ -83,6 +83,14 @@ def frame(value: object) -> bytes:
     return FRAME.pack(len(payload)) + payload
 
 
+def _unpickled(payload: bytes) -> object:
+    """A worker's frame; None for one that does not unpickle (a broken worker)."""
+    try:
+        return pickle.loads(payload)
+    except Exception:
+        return None
+
+
 class _Channel(asyncio.Protocol):
     """Our end of one worker's socket, on the event loop: frames in, flow control out."""
 
@@ -191,6 +199,9 @@ class _Worker:
         except OSError as error:
             ours.close()
             raise DecoderUnavailable(f"decoder process could not start: {error}") from error
+        except BaseException:  # cancelled: a worker that did start sees its socket end
+            ours.close()
+            raise
         finally:
             theirs.close()
         loop = asyncio.get_running_loop()
@@ -206,8 +217,8 @@ class _Worker:
         try:
             async with asyncio.timeout(START_TIMEOUT):
                 await channel.send(frame(limits))
-                ready = pickle.loads(await channel.receive()) == READY
-        except (TimeoutError, EOFError, OSError, pickle.UnpicklingError):
+                ready = _unpickled(await channel.receive()) == READY
+        except (TimeoutError, EOFError, OSError):
             ready = False
         if not ready:
             raise DecoderUnavailable(f"decoder process did not start ({await worker.gone()})")
@@ -226,12 +237,12 @@ class _Worker:
                     view = memoryview(raw)
                     pieces = (view[start : start + PIECE] for start in range(0, len(raw), PIECE))
                     await self.channel.send(header, *pieces)
-                answer = pickle.loads(await self.channel.receive())
+                answer = _unpickled(await self.channel.receive())
         except TimeoutError:
             self.kill()
             await self.gone()
             return f"killed after {timeout:g}s without a result"
-        except (EOFError, OSError, pickle.UnpicklingError):
+        except (EOFError, OSError):
             return await self.gone()
         if not isinstance(answer, DecodedMessage | Failure):
             return await self.gone()
