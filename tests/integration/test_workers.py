@@ -86,10 +86,11 @@ def test_two_workers_serve_and_a_killed_one_is_replaced(
 
 
 def served_by_id(reply: str) -> str:
-    """The worker PID in the id of a reply to end-of-DATA (`id=PID-NN`)."""
+    """The worker PID in the id of a reply to end-of-DATA (`id=PID-NN`, the PID padded
+    to five digits)."""
     found = re.search(r"\bid=(\d+)-\d+", reply)
     assert found, reply
-    return found[1]
+    return str(int(found[1]))
 
 
 def open_session(sock: socket.socket) -> smtplib.SMTP:
