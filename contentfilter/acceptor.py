@@ -32,7 +32,9 @@ from contentfilter.sessionboard import SessionBoard
 log = logging.getLogger("contentfilter.server")
 
 PAUSE = 0.005  # seconds a worker over its share does not watch the sockets
-PATIENCE = 0.1  # seconds connections may wait for a sibling before we take them anyway
+# seconds connections may wait for a sibling before we take them anyway: long enough
+# for a sibling on a busy machine to get the CPU once, short for an SMTP client
+PATIENCE = 0.5
 RESOURCE_PAUSE = 1.0  # seconds without accepting after EMFILE and kin (as asyncio does)
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
