@@ -19,7 +19,7 @@ import sys
 import traceback
 
 from contentfilter.decode import decode, walker
-from contentfilter.decode.workers import FRAME, READY, Failure, Job, fault_injection, frame
+from contentfilter.decode.wire import FRAME, READY, Failure, Job, fault_injection, frame
 from contentfilter.decoder_settings import DecoderLimits
 from contentfilter.model import DecodedMessage
 

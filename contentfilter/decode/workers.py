@@ -18,10 +18,7 @@ for the next message; its message gets a `DecodedMessage` whose problem says wha
 happened ("decoder crashed (signal 11)"), which makes the message UNCHECKED, with
 what the worker had already written to the message's spool directory.
 
-The conversation: the worker's first frame is READY once it has its limits (our
-first frame). Per message we send a frame holding a `Job` and then the message's
-`Job.size` bytes; the worker answers with one frame holding a `DecodedMessage` or
-a `Failure`. A frame is an 8-byte big-endian length and a pickle.
+The conversation, both ends of it, is `contentfilter.decode.wire`.
 """
 
 from __future__ import annotations
@@ -31,56 +28,24 @@ import atexit
 import logging
 import os
 import pickle
-import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from contentfilter.decode.spool import Spool
+from contentfilter.decode.wire import FRAME, READY, Failure, Job, frame
 from contentfilter.decoder_settings import DecoderLimits
 from contentfilter.errors import DISK_FULL, DecoderUnavailable
 from contentfilter.model import DecodedMessage, Part
 
 log = logging.getLogger("contentfilter.decode")
 
-# Fault injection for tests, read only inside workers: "segfault:MARK" or "hang:MARK"
-# makes a worker crash or hang when it comes to a part whose bytes contain MARK.
-FAULT_VARIABLE = "CONTENTFILTER_DECODER_FAULT"
-
-
 START_TIMEOUT = 60.0  # seconds a new worker may take to import the decoder
-READY = "ready"  # a new worker's first words
-FRAME = struct.Struct("!Q")  # the length of the pickle that follows
 MAX_ANSWER = 256 * 1024 * 1024  # a longer frame from a worker is a broken worker
 PIECE = 256 * 1024  # a message goes to a worker in pieces of this size
 EXIT_WAIT = 1.0  # seconds a worker whose socket ended may take to exit before a kill
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """What a worker gets before the raw bytes: where to spool, how many bytes follow."""
-
-    spool: str | None
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """A worker's answer when the decoder raised: the exception, for our log."""
-
-    error: str
-    traceback: str
-    errno: int | None = None  # of an OSError: a full disk is a tempfail, not UNCHECKED
-
-
-def frame(value: object) -> bytes:
-    payload = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-    return FRAME.pack(len(payload)) + payload
 
 
 def _unpickled(payload: bytes) -> object:
@@ -379,21 +344,3 @@ def failed(problem: str, spool: Spool | None) -> DecodedMessage:
     extracted until then."""
     extracted = spool.listing() if spool is not None else ()
     return DecodedMessage(Part("p001", (1,)), (problem,), extracted, cut_short=True)
-
-
-def fault_injection() -> Callable[[bytes], None] | None:
-    """What FAULT_VARIABLE asks for (tests only; never set in production)."""
-    kind, _, mark = os.environ.get(FAULT_VARIABLE, "").partition(":")
-    if not mark:
-        return None
-    marked = mark.encode()
-
-    def fault(data: bytes) -> None:
-        if marked not in data:
-            return
-        if kind == "segfault":
-            os.kill(os.getpid(), signal.SIGSEGV)
-        elif kind == "hang":
-            threading.Event().wait()
-
-    return fault

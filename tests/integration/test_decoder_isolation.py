@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from contentfilter.decode.workers import FAULT_VARIABLE
+from contentfilter.decode.wire import FAULT_VARIABLE
 from tests.support import messages
 from tests.support import mimegen as g
 from tests.support.client import RawSession, send

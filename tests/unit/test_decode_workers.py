@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,8 @@ import pytest
 from contentfilter import config
 from contentfilter.decode import DecoderLimits, decode
 from contentfilter.decode.spool import Spool
-from contentfilter.decode.workers import FAULT_VARIABLE, DecoderPool
+from contentfilter.decode.wire import FAULT_VARIABLE
+from contentfilter.decode.workers import DecoderPool
 from contentfilter.model import ExtractedFile, FailureAction, Message, ScanResult
 from contentfilter.pipeline import Pipeline
 from tests.support import mimegen as g
@@ -262,3 +264,17 @@ def test_the_filter_decodes_in_workers_for_every_scanner_that_looks_at_parts(
     built = build_pipeline(config.from_mapping(settings), FakeNextHop())
     assert built.decoder is not None
     assert built.decoder.limits == built.config.decoder
+
+
+def test_a_decoder_process_loads_no_asyncio() -> None:
+    """Every decoder process is a fresh interpreter: what it imports is resident memory
+    in each of them (asyncio with ssl is several megabytes), so it keeps to the decoder
+    and the conversation with the filter."""
+    probe = (
+        "import sys, contentfilter.decode.worker_main; "
+        "print(sorted(m for m in ('asyncio', 'ssl', 'aiosmtpd', 'pydantic') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
