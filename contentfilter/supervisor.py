@@ -213,6 +213,10 @@ class Supervisor:
         calls[state](status)
 
     def _watchdog(self) -> None:
+        # systemd arms the watchdog once start-up is complete (READY=1); until then
+        # TimeoutStartSec bounds the start, and a ping would only come before READY
+        if not self.ready_once:
+            return
         interval = self.notifier and self.notifier.watchdog_interval
         if self.notifier is not None and interval and time.monotonic() - self.last_ping >= interval:
             self.notifier.watchdog()

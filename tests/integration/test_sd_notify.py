@@ -78,6 +78,30 @@ def test_ready_once_mail_is_accepted_watchdog_pings_stopping_on_sigterm(
     assert len(sink.wait_for(1)) == 1
 
 
+def test_no_watchdog_ping_comes_before_ready_when_workers_start_slowly(
+    filter_factory: FilterFactory, notify_socket: NotifySocket, tmp_path: Path
+) -> None:
+    """systemd arms the watchdog with READY=1; workers that take longer to start than
+    the supervisor's tick (1 s), as on a loaded machine, must not make it ping first."""
+    slow_start = tmp_path / "slow-start"
+    slow_start.mkdir()
+    # every worker and decoder process (`python -m ...`) sleeps before it starts
+    (slow_start / "sitecustomize.py").write_text(
+        "import sys, time\nif sys.argv[:1] == ['-m']:\n    time.sleep(2.5)\n"
+    )
+    process = filter_factory(
+        environment={
+            "NOTIFY_SOCKET": notify_socket.address,
+            "WATCHDOG_USEC": "200000",
+            "PYTHONPATH": str(slow_start),
+        }
+    )
+    [ready] = notify_socket.until("READY")
+    assert ready["READY"] == "1"
+    assert notify_socket.next() == {"WATCHDOG": "1"}
+    assert process.stop() == 0
+
+
 def test_no_watchdog_pings_when_the_watchdog_is_meant_for_another_process(
     filter_factory: FilterFactory, notify_socket: NotifySocket
 ) -> None:
