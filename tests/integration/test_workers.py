@@ -33,21 +33,25 @@ ALICE = "alice@sender.example"
 BOB = "bob@recipient.example"
 
 
-def worker_pids(supervisor: int) -> list[int]:
-    """The supervisor's worker processes, from /proc."""
+def children(parent: int, command: bytes) -> list[int]:
+    """The PIDs of `parent`'s child processes whose command line holds `command`, from /proc."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        parent = int(stat.rpartition(")")[2].split()[1])
-        if parent == supervisor and b"contentfilter.worker" in command:
+        if int(stat.rpartition(")")[2].split()[1]) == parent and command in cmdline:
             pids.append(int(entry.name))
     return sorted(pids)
+
+
+def worker_pids(supervisor: int) -> list[int]:
+    """The supervisor's worker processes."""
+    return children(supervisor, b"contentfilter.worker")
 
 
 def reload(process: FilterProcess, times_before: int, word: str = "reloaded:") -> None:
@@ -372,19 +376,8 @@ def _host_port(address: str) -> tuple[str, int]:
 
 
 def decoder_children(worker: int) -> int:
-    """How many decoder processes a worker runs, from /proc."""
-    count = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        parent = int(stat.rpartition(")")[2].split()[1])
-        count += parent == worker and b"contentfilter.decode.worker_main" in command
-    return count
+    """How many decoder processes a worker runs."""
+    return len(children(worker, b"contentfilter.decode.worker_main"))
 
 
 @pytest.mark.parametrize(("decoders", "each"), [(2, 1), (3, 2), (1, 1)])
