@@ -176,8 +176,8 @@ class SqliteStore:
         return self._connection
 
     def _make_directory(self) -> None:
-        if not self.directory.is_dir():
-            self.directory.mkdir(mode=0o700, parents=True)
+        # exist_ok: the filter's workers may all make it at once on their first message
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         (self.directory / BODIES).mkdir(mode=0o700, exist_ok=True)
         self._give_to_owner(self.directory / BODIES)
 

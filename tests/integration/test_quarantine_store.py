@@ -11,6 +11,7 @@ import stat
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -356,6 +357,29 @@ def _writer(directory: str, worker: int, count: int) -> None:
             await store.close()
 
     asyncio.run(write())
+
+
+async def test_sqlite_directory_made_by_another_process_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers of one filter open the store at once: the quarantine directory that
+    another made after this one looked for it is taken, not a 451 for the message."""
+    directory = tmp_path / "quarantine"
+    make_directory = Path.mkdir
+
+    def another_worker_first(path: Path, *args: Any, **kwargs: Any) -> None:
+        if path == directory and not os.path.isdir(path):
+            os.mkdir(path, 0o700)  # the other worker wins the race
+        make_directory(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", another_worker_first)
+    store = SqliteStore(str(directory))
+    try:
+        await store.put(entry("raced0001", "r@example.com"), RAW)
+    finally:
+        await store.close()
+    monkeypatch.undo()
+    assert (await SqliteStore(str(directory)).stats()).messages == 1
 
 
 async def test_sqlite_several_processes_write_at_once(tmp_path: Path) -> None:
