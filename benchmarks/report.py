@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -444,14 +445,10 @@ def merge_rounds(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
         point = dict(ordered[(len(ordered) - 1) // 2])
         for key, value in point.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "round":
-                values = sorted(
+                middle = statistics.median(
                     float(p[key]) for p in group if isinstance(p.get(key), (int, float))
                 )
-                middle = len(values) // 2
-                median = (
-                    values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
-                )
-                point[key] = round(median, 2) if isinstance(value, float) else round(median)
+                point[key] = round(middle, 2) if isinstance(value, float) else round(middle)
         point["rounds"] = [float(p["msgs_per_s"]) for p in group]
         merged.append(point)
     return merged

@@ -20,7 +20,7 @@ from contentfilter import bounce, events, headers, mime, policy, replies
 from contentfilter.cache import ResultCache
 from contentfilter.config import Config
 from contentfilter.decode.spool import Spool
-from contentfilter.decode.workers import DecoderPool
+from contentfilter.decode.workers import DecoderPool, discard
 from contentfilter.errors import QuarantineError, RelayError, ScannerError, ScannerTimeout
 from contentfilter.faults import FaultCounter
 from contentfilter.model import (
@@ -85,9 +85,14 @@ class Pipeline:
     quarantine: QuarantineStore | None = None  # None: nothing is kept (scan, tests)
     # Called once a message is kept, before the answer (the notices sent at once).
     on_kept: Callable[[Entry], Awaitable[None]] | None = None
-    _parts_scanners: dict[int, tuple[Scanner, bool]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    # the scanners that take the parts as they come (PartsScanner), asked once: a
+    # runtime protocol check looks the members up each time (tens of microseconds)
+    _parts_scanners: frozenset[int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._parts_scanners = frozenset(
+            id(s) for s in self.scanners if isinstance(s, PartsScanner)
+        )
 
     # --- scanning ----------------------------------------------------------------------
 
@@ -121,8 +126,8 @@ class Pipeline:
         except* Exception as group_error:  # the decoder's: a full disk, a bug
             fault = group_error.exceptions[0]
         finally:
-            if spool is not None and not spool.remove_few():  # whatever happened, they go
-                await asyncio.to_thread(spool.remove)  # thousands of files: not on the loop
+            if spool is not None:  # whatever happened, the extracted files go
+                await discard(spool)
         if fault is not None:  # the cause itself, not an ExceptionGroup around it
             raise fault
         if aborted is not None:
@@ -156,13 +161,7 @@ class Pipeline:
         return await asyncio.to_thread(mime.decode, message.raw, self.config.decoder, path)
 
     def _takes_parts(self, scanner: Scanner) -> TypeGuard[PartsScanner]:
-        """isinstance(scanner, PartsScanner), asked once per scanner: a runtime protocol
-        check looks the members up each time (tens of microseconds)."""
-        known = self._parts_scanners.get(id(scanner))
-        if known is None or known[0] is not scanner:
-            known = (scanner, isinstance(scanner, PartsScanner))
-            self._parts_scanners[id(scanner)] = known
-        return known[1]
+        return id(scanner) in self._parts_scanners
 
     def _cached(self, scanner: Scanner, message: Message) -> tuple[str | None, ScanResult | None]:
         """The scanner's cache key for the message, and the result stored under it."""

@@ -55,7 +55,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def system_state_untouched() -> Iterator[list[str]]:
+def system_state_untouched() -> Iterator[None]:
     """Fails the run when a test opens a quarantine store under /var/lib/contentfilter
     (a config built with the default quarantine.directory) or, where the directory did
     not exist before the run, when anything creates it (subprocesses included)."""
@@ -76,7 +76,7 @@ def system_state_untouched() -> Iterator[list[str]]:
 
     patch = pytest.MonkeyPatch()
     patch.setattr(SqliteStore, "__init__", guarded)
-    yield opened
+    yield
     patch.undo()
     assert not opened, f"tests opened the system's quarantine: {opened}"
     assert existed or not SYSTEM_STATE.exists(), f"the test run created {SYSTEM_STATE}"

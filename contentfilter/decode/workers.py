@@ -292,8 +292,8 @@ class DecoderPool:
         worker = self._idle.pop() if self._idle else await self._start_worker()
         job = Job(spool.path if spool is not None else None, len(raw))
         answer = await worker.exchange(raw, job, self.limits.timeout)
-        if spool is not None and spool.removed and not spool.remove_few():
-            await asyncio.to_thread(spool.remove)  # the message was given up meanwhile
+        if spool is not None and spool.removed:  # the message was given up meanwhile
+            await discard(spool)
         if isinstance(answer, DecodedMessage | Failure):
             self._idle.append(worker)
         else:
@@ -337,6 +337,13 @@ class DecoderPool:
         for worker in workers:
             worker.stop()
         atexit.unregister(self.close)
+
+
+async def discard(spool: Spool) -> None:
+    """Remove a message's spool directory: on the event loop when it holds a few files
+    (a system call or two), in a thread when it holds thousands."""
+    if not spool.remove_few():
+        await asyncio.to_thread(spool.remove)
 
 
 def failed(problem: str, spool: Spool | None) -> DecodedMessage:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.client import Replies, send
-from tests.support.daemons import Clamd, FilterFactory, Spamd, filter_command
+from tests.support.daemons import Clamd, FilterFactory, Spamd, children, filter_command
 from tests.support.messages import eicar_attachment, gtube
 from tests.support.net import HangingServer, wait_until
 from tests.support.sink import CaptureSink
@@ -28,19 +28,6 @@ def ids(pid: int) -> dict[str, list[str]]:
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     fields = dict(line.split(":", 1) for line in lines)
     return {name: fields[name].split() for name in ("Uid", "Gid", "Groups")}
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat_line = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat_line.rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 @pytest.fixture

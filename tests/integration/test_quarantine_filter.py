@@ -20,9 +20,9 @@ from tests.support.client import send
 from tests.support.daemons import Clamd, FilterFactory, FilterProcess, Spamd, filter_command
 from tests.support.net import free_port
 from tests.support.postgres import PostgresServer, start_postgres
+from tests.support.quarantine import kept_id
 from tests.support.sink import CaptureSink
 
-SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 TWO = ("bob@example.com", "carol@example.com")
 KEEP_ALL = """
 policy:
@@ -30,11 +30,6 @@ policy:
 quarantine:
   spam_cutoff_level: null
 """
-QUARANTINE_ID = re.compile(r", quarantine: ([\w-]{12})$")
-
-
-def banned_exe() -> bytes:
-    return (SAMPLES / "banned-exe.eml").read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def quarantine(config: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
@@ -47,21 +42,11 @@ def quarantine(config: Path, *arguments: str) -> subprocess.CompletedProcess[str
     )
 
 
-def config_of(process: FilterProcess) -> Path:
-    return Path(process.argv[process.argv.index("-c") + 1])
-
-
-def kept_id(reply: str) -> str:
-    found = QUARANTINE_ID.search(reply)
-    assert found, reply
-    return found.group(1)
-
-
 @pytest.mark.parametrize(
     ("message", "category", "reason", "finding"),
     [
         (messages.eicar_attachment, "virus", "INFECTED: Eicar-Test-Signature", "clamav: INFECTED"),
-        (banned_exe, "banned", "BANNED: ", "banned: BANNED: "),
+        (messages.banned_exe, "banned", "BANNED: ", "banned: BANNED: "),
         (messages.gtube, "spam", "spam", "spamassassin: score 100"),
     ],
     ids=["eicar", "banned", "gtube"],
@@ -82,7 +67,7 @@ def test_blocked_mail_is_kept_with_a_row_per_recipient(
     assert replies.data.startswith("250 2.7.0 Ok, discarded, id="), replies.data
     mail_id = kept_id(replies.data)
     assert sink.attempts == []
-    listed = quarantine(config_of(process), "list", "--json")
+    listed = quarantine(process.config, "list", "--json")
     assert listed.returncode == 0, listed.stderr
     (entry,) = [json.loads(line) for line in listed.stdout.splitlines()]
     assert entry["mail_id"] == mail_id and entry["category"] == category
@@ -104,7 +89,7 @@ def test_list_show_delete_expire_through_the_cli(
     filter_factory: FilterFactory, sink: CaptureSink, clamd: Clamd
 ) -> None:
     process = filter_factory(clamd=clamd.address)
-    config = config_of(process)
+    config = process.config
     first = kept_id(send(process.address, messages.eicar_attachment(), "a@x.example", TWO).data)
     second = kept_id(
         send(process.address, messages.eicar_inline(), "eve@y.example", ["dan@example.com"]).data
@@ -203,7 +188,7 @@ quarantine:
     assert copy.rcpt_tos == ["lover@example.com"]
     header = messages.header_value(copy.data, "X-Quarantine-ID")
     assert header is not None and re.fullmatch(r"<[\w-]{12}>", header), header
-    shown = json.loads(quarantine(config_of(process), "show", header[1:-1], "--json").stdout)
+    shown = json.loads(quarantine(process.config, "show", header[1:-1], "--json").stdout)
     assert sorted(r["address"] for r in shown["recipients"]) == sorted(recipients)
 
 
@@ -225,7 +210,7 @@ def test_two_filter_hosts_share_one_postgresql_store(
 
     host_a, host_b = host("mx-a.example"), host("mx-b.example")
     mail_id = kept_id(send(host_a.address, messages.eicar_attachment(), messages.SENDER, TWO).data)
-    on_b = config_of(host_b)
+    on_b = host_b.config
     listed = [json.loads(x) for x in quarantine(on_b, "list", "--json").stdout.splitlines()]
     assert [(e["mail_id"], e["host"]) for e in listed] == [(mail_id, "mx-a.example")]
     shown = quarantine(on_b, "show", mail_id)
@@ -233,7 +218,7 @@ def test_two_filter_hosts_share_one_postgresql_store(
     assert "eicar.com" in shown.stdout  # the body came out of the database on host B
     deleted = quarantine(on_b, "delete", mail_id)
     assert deleted.returncode == 0 and "bob@example.com: deleted" in deleted.stdout
-    on_a = json.loads(quarantine(config_of(host_a), "show", mail_id, "--json").stdout)
+    on_a = json.loads(quarantine(host_a.config, "show", mail_id, "--json").stdout)
     assert {r["state"] for r in on_a["recipients"]} == {"deleted"} and on_a["body_removed"]
     migrated = quarantine(on_b, "migrate")
     assert migrated.returncode == 0 and "version 2" in migrated.stdout
@@ -270,7 +255,7 @@ def test_spam_from_a_sender_the_recipient_allowed_passes_to_that_recipient(
     bob = actions.Actor("bob@example.com", Via.LINK)
 
     async def allow() -> None:  # what "release and allow the sender" records for bob
-        store = open_store(config.load(config_of(process)).quarantine)
+        store = open_store(config.load(process.config).quarantine)
         try:
             await actions.allow_sender(store, "bob@example.com", messages.SENDER, actor=bob)
         finally:
@@ -282,5 +267,5 @@ def test_spam_from_a_sender_the_recipient_allowed_passes_to_that_recipient(
     (copy,) = sink.wait_for(1)
     assert copy.rcpt_tos == ["bob@example.com"]  # carol did not allow the sender
     assert "X-Spam-Flag: YES" not in copy.data.decode("latin-1")
-    listed = quarantine(config_of(process), "list", "--json", "--rcpt", "carol@example.com")
+    listed = quarantine(process.config, "list", "--json", "--rcpt", "carol@example.com")
     assert len(listed.stdout.splitlines()) == 2  # carol's copy is kept, both times

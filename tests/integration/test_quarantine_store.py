@@ -373,13 +373,17 @@ async def test_sqlite_directory_made_by_another_process_meanwhile(
         make_directory(path, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", another_worker_first)
-    store = SqliteStore(str(directory))
+    store = SqliteStore(directory)
     try:
         await store.put(entry("raced0001", "r@example.com"), RAW)
     finally:
         await store.close()
     monkeypatch.undo()
-    assert (await SqliteStore(str(directory)).stats()).messages == 1
+    again = SqliteStore(directory)
+    try:
+        assert (await again.stats()).messages == 1
+    finally:
+        await again.close()
 
 
 async def test_sqlite_several_processes_write_at_once(tmp_path: Path) -> None:

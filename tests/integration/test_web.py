@@ -37,6 +37,7 @@ from tests.support.client import send
 from tests.support.daemons import CaptureSink, Clamd, Spamd, filter_command, start_filter
 from tests.support.dovecot import Dovecot, start_dovecot
 from tests.support.net import free_port
+from tests.support.quarantine import kept_id
 from tests.support.sandbox import WITHOUT_WRITE_EXECUTE
 from tests.support.webpage import Client, WebProcess, start_web
 
@@ -94,9 +95,7 @@ class Site:
         message = _message(f"m{next(_serial)}", source)
         replies = send(self.filter_address, message, "sender@example.org", list(recipients))
         assert replies.data_code == 250 and "discarded" in replies.data, replies
-        found = re.search(r", quarantine: ([\w-]+)", replies.data)
-        assert found, replies.data
-        return found.group(1)
+        return kept_id(replies.data)
 
     def link(self, mail_id: str, recipient: str, action: str, **options: Any) -> str:
         token = tokens.issue(

@@ -23,30 +23,14 @@ import pytest
 
 from tests.integration.test_metrics import scrape, value
 from tests.support.client import host_port, send, transaction
-from tests.support.daemons import FilterFactory, FilterProcess
+from tests.support.daemons import FilterFactory, FilterProcess, children
 from tests.support.load import Load
-from tests.support.messages import clean
+from tests.support.messages import banned_exe, clean
 from tests.support.net import HangingServer, free_port, smtp_greeting, wait_until
 from tests.support.sink import CaptureSink
 
 ALICE = "alice@sender.example"
 BOB = "bob@recipient.example"
-
-
-def children(parent: int, command: bytes) -> list[int]:
-    """The PIDs of `parent`'s child processes whose command line holds `command`, from /proc."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat.rpartition(")")[2].split()[1]) == parent and command in cmdline:
-            pids.append(int(entry.name))
-    return sorted(pids)
 
 
 def worker_pids(supervisor: int) -> list[int]:
@@ -230,7 +214,7 @@ def test_ten_reloads_under_a_steady_stream_lose_refuse_and_repeat_nothing(
     assert load.problems() == []  # no refused or reset connection, no tempfail
     assert load.delivery_problems(sink, exactly_once=True) == []
     assert len(load.attempts) >= 400
-    assert b"generation10.test" in smtp_greeting(*_host_port(process.address))
+    assert b"generation10.test" in smtp_greeting(*host_port(process.address))
     assert process.log_text().count("worker") and "Traceback" not in process.log_text()
 
 
@@ -245,7 +229,7 @@ def test_a_bad_config_is_refused_and_the_old_one_keeps_serving(
     reload(process, 0, "reload refused")
     assert "server: max_sessions must be" in process.log_text().split("reload refused")[1]
     assert worker_pids(process.process.pid) == before
-    assert b"good.test" in smtp_greeting(*_host_port(process.address))
+    assert b"good.test" in smtp_greeting(*host_port(process.address))
     assert send(process.address, clean(), ALICE, [BOB]).data.startswith("250 2.0.0 Ok")
 
 
@@ -262,12 +246,12 @@ def test_a_reload_adds_and_removes_listeners(
     )
     process.write_config(f"server:\n  listen: ['{first}', 'lmtp:{second}']\n")
     reload(process, 0)
-    assert smtp_greeting(*_host_port(second)).startswith(b"220 ")
+    assert smtp_greeting(*host_port(second)).startswith(b"220 ")
     assert send(first, clean(), ALICE, [BOB]).data.startswith("250 2.0.0 Ok")
     process.write_config(f"server:\n  listen: ['{second}']\n")
     reload(process, 1)
     with pytest.raises(ConnectionRefusedError):  # nobody listens there any more
-        smtp_greeting(*_host_port(first))
+        smtp_greeting(*host_port(first))
     assert send(second, clean(), ALICE, [BOB]).data.startswith("250 2.0.0 Ok")
     assert len(sink.wait_for(2)) == 2
 
@@ -370,11 +354,6 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
 
 
-def _host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host, int(port)
-
-
 def decoder_children(worker: int) -> int:
     """How many decoder processes a worker runs."""
     return len(children(worker, b"contentfilter.decode.worker_main"))
@@ -382,7 +361,7 @@ def decoder_children(worker: int) -> int:
 
 @pytest.mark.parametrize(("decoders", "each"), [(2, 1), (3, 2), (1, 1)])
 def test_decoder_processes_are_split_over_the_workers(
-    filter_factory: FilterFactory, sink: CaptureSink, decoders: int, each: int
+    filter_factory: FilterFactory, decoders: int, each: int
 ) -> None:
     """`decoder.workers` is for the whole filter: 2 workers share it (at least one each),
     and attachments are still found."""
@@ -392,7 +371,6 @@ def test_decoder_processes_are_split_over_the_workers(
     workers = worker_pids(process.process.pid)
     assert len(workers) == 2
     assert [decoder_children(pid) for pid in workers] == [each, each]
-    sample = Path(__file__).parents[2] / "samples" / "banned-exe.eml"
-    banned = sample.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    banned = banned_exe()
     for _ in range(4):  # over both workers' decoders
         assert "BANNED" in send(process.address, banned, ALICE, [BOB]).data

@@ -204,6 +204,22 @@ def start_spamd(workdir: Path, timeout: float = 120.0) -> Iterator[Spamd]:
 # --- the filter ---------------------------------------------------------------------
 
 
+def children(parent: int, command: bytes = b"") -> list[int]:
+    """The PIDs of `parent`'s child processes whose command line holds `command`, from /proc."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == parent and command in cmdline:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
 def filter_command() -> list[str]:
     """The console script of the venv running the tests (or on PATH)."""
     script = Path(sys.prefix) / "bin" / "contentfilter"
@@ -231,12 +247,16 @@ class FilterProcess:
         """Everything the filter wrote to stderr so far (its log)."""
         return self.stderr_path.read_text(errors="replace")
 
+    @property
+    def config(self) -> Path:
+        """Its config file (`-c`)."""
+        return Path(self.argv[self.argv.index("-c") + 1])
+
     def write_config(self, text: str) -> None:
         """Replace its config file (for a reload), its quarantine still the private one."""
-        config = Path(self.argv[self.argv.index("-c") + 1])
         if self.quarantine_directory is not None:
             text, _ = private_quarantine(text, self.quarantine_directory)
-        config.write_text(text)
+        self.config.write_text(text)
 
     def stop(self) -> int:
         """SIGTERM and wait; the exit status."""

@@ -12,6 +12,7 @@ import email.parser
 import email.policy
 import uuid
 from email.message import EmailMessage
+from pathlib import Path
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -80,6 +81,12 @@ def eicar_attachment(subject: str = "Invoice") -> bytes:
         + f"\r\n--{boundary}--\r\n".encode()
     )
     return message(subject, body, content_type=f'multipart/mixed; boundary="{boundary}"')
+
+
+def banned_exe() -> bytes:
+    """samples/banned-exe.eml (a message with a Windows program attached), CRLF lines."""
+    sample = Path(__file__).resolve().parents[2] / "samples" / "banned-exe.eml"
+    return sample.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def eicar_inline(subject: str = "EICAR test") -> bytes:

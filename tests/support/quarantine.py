@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -35,3 +36,13 @@ def held(
         ),
         **columns,
     )
+
+
+QUARANTINE_ID = re.compile(r", quarantine: ([\w-]{12})$")
+
+
+def kept_id(reply: str) -> str:
+    """The quarantine id in the filter's reply to a message it kept."""
+    found = QUARANTINE_ID.search(reply)
+    assert found, reply
+    return found.group(1)

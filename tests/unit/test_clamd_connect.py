@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from scanners.clamd_wire import ClamdServer
+from tests.support.net import closed_port
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
@@ -33,8 +34,5 @@ async def test_a_tcp_clamd_is_reached_by_address_or_name(host: str) -> None:
 
 
 async def test_an_address_where_nothing_listens_is_an_os_error() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     with pytest.raises(OSError):
-        await ClamdServer.parse(f"127.0.0.1:{port}").connect()
+        await ClamdServer.parse(f"127.0.0.1:{closed_port()}").connect()
