@@ -32,7 +32,6 @@ import socket
 import subprocess
 import sys
 import threading
-from collections import deque
 
 from contentfilter.decode.spool import Spool
 from contentfilter.decode.wire import FRAME, READY, Failure, Job, frame
@@ -56,95 +55,19 @@ def _unpickled(payload: bytes) -> object:
         return None
 
 
-class _Channel(asyncio.Protocol):
-    """Our end of one worker's socket, on the event loop: frames in, flow control out."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.ended = False  # the worker closed its end (exited, crashed) or sent garbage
-        self._buffer = bytearray()
-        self._frames: deque[bytes] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._paused = False
-        self._drained: asyncio.Future[None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        while len(buffer) >= FRAME.size:
-            (size,) = FRAME.unpack_from(buffer)
-            if size > MAX_ANSWER:
-                self.close()
-                return
-            end = FRAME.size + size
-            if len(buffer) < end:
-                break
-            self._frames.append(bytes(memoryview(buffer)[FRAME.size : end]))
-            del buffer[:end]
-        if self._frames:
-            self._wake()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.ended = True
-        self._paused = False
-        self._wake()
-
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-        self._wake()
-
-    def _wake(self) -> None:
-        for waiter in (self._waiter, self._drained):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-
-    async def receive(self) -> bytes:
-        """The next frame's payload; EOFError once the worker's end is closed."""
-        while not self._frames:
-            if self.ended:
-                raise EOFError
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._frames.popleft()
-
-    async def send(self, *pieces: bytes | memoryview) -> None:
-        """Write the pieces, each once the worker has taken most of the one before."""
-        for piece in pieces:
-            transport = self.transport
-            if self.ended or transport is None or transport.is_closing():
-                raise EOFError
-            transport.write(piece)
-            while self._paused and not self.ended:
-                self._drained = asyncio.get_running_loop().create_future()
-                try:
-                    await self._drained
-                finally:
-                    self._drained = None
-
-    def close(self) -> None:
-        self.ended = True
-        if self.transport is not None:
-            self.transport.abort()
-        self._wake()
-
-
 class _Worker:
     """One worker process (`python -m contentfilter.decode.worker_main`) and our end of
     its socket."""
 
-    def __init__(self, process: subprocess.Popen[bytes], channel: _Channel) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
         self.process = process
-        self.channel = channel
+        self.reader = reader
+        self.writer = writer
 
     @classmethod
     async def start(cls, limits: DecoderLimits) -> _Worker:
@@ -169,20 +92,19 @@ class _Worker:
             raise
         finally:
             theirs.close()
-        loop = asyncio.get_running_loop()
         try:
-            _, channel = await loop.create_unix_connection(_Channel, sock=ours)
+            reader, writer = await asyncio.open_unix_connection(sock=ours, limit=PIECE)
         except BaseException:
             ours.close()
             process.kill()
             await asyncio.to_thread(process.wait)
             raise
-        worker = cls(process, channel)
+        worker = cls(process, reader, writer)
         # its start-up (imports) must not count against the first message's time limit
         try:
             async with asyncio.timeout(START_TIMEOUT):
-                await channel.send(frame(limits))
-                ready = _unpickled(await channel.receive()) == READY
+                await worker.send(frame(limits))
+                ready = _unpickled(await worker.receive()) == READY
         except (TimeoutError, EOFError, OSError):
             ready = False
         if not ready:
@@ -197,12 +119,12 @@ class _Worker:
         try:
             async with asyncio.timeout(timeout):
                 if len(raw) <= PIECE:
-                    await self.channel.send(header + raw)
+                    await self.send(header + raw)
                 else:
                     view = memoryview(raw)
                     pieces = (view[start : start + PIECE] for start in range(0, len(raw), PIECE))
-                    await self.channel.send(header, *pieces)
-                answer = _unpickled(await self.channel.receive())
+                    await self.send(header, *pieces)
+                answer = _unpickled(await self.receive())
         except TimeoutError:
             self.kill()
             await self.gone()
@@ -213,14 +135,31 @@ class _Worker:
             return await self.gone()
         return answer
 
+    async def send(self, *pieces: bytes | memoryview) -> None:
+        """Write the pieces, each once the worker has taken most of the one before
+        (the transport holds one piece beyond its high-water mark, not the message)."""
+        for piece in pieces:
+            if self.writer.is_closing():
+                raise EOFError
+            self.writer.write(piece)
+            await self.writer.drain()
+
+    async def receive(self) -> bytes:
+        """The next frame's payload; EOFError once the worker's end is closed or it
+        announces a frame no answer can need (a broken worker)."""
+        (size,) = FRAME.unpack(await self.reader.readexactly(FRAME.size))
+        if size > MAX_ANSWER:
+            raise EOFError
+        return await self.reader.readexactly(size)
+
     def kill(self) -> None:
-        self.channel.close()
+        self.writer.transport.abort()
         if self.process.poll() is None:
             self.process.kill()
 
     async def gone(self) -> str:
         """The worker ended (or is to): reap it and say how."""
-        self.channel.close()
+        self.writer.transport.abort()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + EXIT_WAIT
         while self.process.poll() is None and loop.time() < deadline:
